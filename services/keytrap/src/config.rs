@@ -1,0 +1,195 @@
+//! Configuration: defaults, then an optional TOML file, then `KEYTRAP_*` environment,
+//! then flags. clap reads flags and their `KEYTRAP_*` variables (a flag beats its
+//! variable); whatever clap leaves unset falls back to the file, then to the default.
+//! Secrets (`KEYTRAP_MASTER_KEY`, `KEYTRAP_ADMIN_TOKEN`) come from the environment or the
+//! file only, never from flags, which other users can read in the process list.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://keytrap.db";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8700";
+pub const DEFAULT_TRAP_LISTEN: &str = "127.0.0.1:8701";
+pub const MASTER_KEY_FILE: &str = "keytrap.master-key";
+
+/// Settings read from the TOML file (`--config` / `KEYTRAP_CONFIG`). Every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    pub api_listen: Option<SocketAddr>,
+    pub trap_listen: Option<SocketAddr>,
+    pub roles: Option<Vec<Role>>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A role `keytrap serve` runs; all three by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Management API.
+    Api,
+    /// Decoy exchange APIs.
+    Trap,
+    /// Background jobs (webhook delivery).
+    Worker,
+}
+
+/// Where the data lives; shared by `serve` and `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// `sqlite://path` (embedded, default `sqlite://keytrap.db`) or `postgres://...`.
+    #[arg(long, env = "KEYTRAP_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the generated master key file (default: current directory).
+    #[arg(long, env = "KEYTRAP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Roles to run, comma-separated (default: all).
+    #[arg(long, env = "KEYTRAP_ROLES", value_delimiter = ',')]
+    pub role: Vec<Role>,
+    /// Management API listen address (default 127.0.0.1:8700).
+    #[arg(long, env = "KEYTRAP_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// Trap listen address (default 127.0.0.1:8701).
+    #[arg(long, env = "KEYTRAP_TRAP_LISTEN")]
+    pub trap_listen: Option<SocketAddr>,
+}
+
+/// Everything `serve` and `migrate` need, after layering.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    pub api_listen: SocketAddr,
+    pub trap_listen: SocketAddr,
+    pub roles: Vec<Role>,
+}
+
+fn env_secret(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v.trim().to_string())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
+    }
+}
+
+pub fn resolve_storage(a: &StorageArgs, f: &FileConfig) -> anyhow::Result<Resolved> {
+    let parse = |s: &str| s.parse::<SocketAddr>().context("bad default address");
+    Ok(Resolved {
+        database_url: a
+            .database_url
+            .clone()
+            .or_else(|| f.database_url.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+        data_dir: a
+            .data_dir
+            .clone()
+            .or_else(|| f.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".")),
+        master_key: env_secret("KEYTRAP_MASTER_KEY")?.or_else(|| f.master_key.clone()),
+        master_key_file: std::env::var_os("KEYTRAP_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .or_else(|| f.master_key_file.clone()),
+        admin_token: env_secret("KEYTRAP_ADMIN_TOKEN")?.or_else(|| f.admin_token.clone()),
+        api_listen: parse(DEFAULT_API_LISTEN)?,
+        trap_listen: parse(DEFAULT_TRAP_LISTEN)?,
+        roles: vec![Role::Api, Role::Trap, Role::Worker],
+    })
+}
+
+pub fn resolve_serve(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<Resolved> {
+    let mut r = resolve_storage(&a.storage, f)?;
+    if let Some(x) = a.api_listen.or(f.api_listen) {
+        r.api_listen = x;
+    }
+    if let Some(x) = a.trap_listen.or(f.trap_listen) {
+        r.trap_listen = x;
+    }
+    let roles = if a.role.is_empty() {
+        f.roles.clone().unwrap_or_default()
+    } else {
+        a.role.clone()
+    };
+    if !roles.is_empty() {
+        r.roles = roles;
+    }
+    r.roles.dedup();
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(db: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            storage: StorageArgs {
+                database_url: db.map(String::from),
+                data_dir: None,
+            },
+            role: vec![],
+            api_listen: None,
+            trap_listen: None,
+        }
+    }
+
+    #[test]
+    fn file_beats_default_and_flag_beats_file() {
+        let f: FileConfig = toml::from_str(
+            "database_url = \"sqlite://from-file.db\"\napi_listen = \"127.0.0.1:9000\"\nroles = [\"trap\"]",
+        )
+        .expect("valid toml");
+        let r = resolve_serve(&args(None), &f).expect("resolve");
+        assert_eq!(r.database_url, "sqlite://from-file.db");
+        assert_eq!(r.api_listen.port(), 9000);
+        assert_eq!(r.trap_listen.port(), 8701);
+        assert_eq!(r.roles, vec![Role::Trap]);
+        let r = resolve_serve(&args(Some("postgres://x/y")), &f).expect("resolve");
+        assert_eq!(r.database_url, "postgres://x/y");
+        let r = resolve_serve(&args(None), &FileConfig::default()).expect("resolve");
+        assert_eq!(r.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(r.roles.len(), 3);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let e = toml::from_str::<FileConfig>("databse_url = \"x\"").expect_err("typo must fail");
+        assert!(e.to_string().contains("databse_url"), "{e}");
+    }
+}

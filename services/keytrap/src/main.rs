@@ -1,0 +1,86 @@
+//! The `keytrap` binary: a thin CLI over the library crates.
+
+use keytrap::{config, mint, serve};
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use config::{FileConfig, LogFormat, ServeArgs, StorageArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "keytrap",
+    version,
+    about = "Canary exchange API keys: mint, plant, trap, alert."
+)]
+struct Cli {
+    /// TOML configuration file (keys as in docs/configuration.md).
+    #[arg(long, global = true, env = "KEYTRAP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "KEYTRAP_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run keytrap: management API, trap and worker (all by default), on SQLite unless
+    /// told otherwise.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StorageArgs),
+    /// Mint canaries through a running server and print them (json, env or csv).
+    Mint(mint::MintArgs),
+    /// Print a fresh random master key (base64), for KEYTRAP_MASTER_KEY.
+    GenMasterKey,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KEYTRAP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keytrap: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    init_logging(
+        cli.log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Human),
+    );
+    match cli.command {
+        Command::Serve(a) => serve::run(config::resolve_serve(&a, &file)?).await,
+        Command::Migrate(a) => {
+            let cfg = config::resolve_storage(&a, &file)?;
+            let db = serve::open_database(&cfg.database_url).await?;
+            tracing::info!(backend = db.backend(), "database migrated");
+            Ok(())
+        }
+        Command::Mint(a) => mint::run(a).await,
+        Command::GenMasterKey => {
+            println!("{}", keytrap_core::MasterKey::generate().to_base64());
+            Ok(())
+        }
+    }
+}

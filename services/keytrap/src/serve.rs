@@ -1,0 +1,230 @@
+//! Opening the database, the master key, the bootstrap, and running the roles.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use keytrap_api::AppState;
+use keytrap_core::MasterKey;
+use keytrap_store::Database;
+use keytrap_store_postgres::PgDatabase;
+use keytrap_store_sqlite::SqliteDatabase;
+use tokio::net::TcpListener;
+
+use crate::config::{Resolved, Role, MASTER_KEY_FILE};
+
+/// Opens the backend named by the URL scheme and runs pending migrations.
+pub async fn open_database(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+    if url.starts_with("sqlite:") {
+        let db = SqliteDatabase::connect(url)
+            .await
+            .with_context(|| format!("cannot open SQLite database {url}"))?;
+        Ok(Arc::new(db))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let db = PgDatabase::connect(url)
+            .await
+            .context("cannot open the PostgreSQL database (check KEYTRAP_DATABASE_URL)")?;
+        Ok(Arc::new(db))
+    } else {
+        bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://...")
+    }
+}
+
+/// The master key: `KEYTRAP_MASTER_KEY`, else the key file (`KEYTRAP_MASTER_KEY_FILE`,
+/// else `<data dir>/keytrap.master-key`). On SQLite a missing file is generated (mode
+/// 0600); on PostgreSQL, where replicas must share it, a missing key is an error.
+pub fn load_master_key(cfg: &Resolved, embedded: bool) -> anyhow::Result<(MasterKey, bool)> {
+    if let Some(k) = &cfg.master_key {
+        return Ok((
+            MasterKey::parse(k).context("KEYTRAP_MASTER_KEY is not a valid master key")?,
+            false,
+        ));
+    }
+    let path = cfg
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join(MASTER_KEY_FILE));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((
+            MasterKey::parse(&text)
+                .with_context(|| format!("{} does not hold a valid master key", path.display()))?,
+            false,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && embedded => {
+            let key = MasterKey::generate();
+            write_key_file(&path, &key)?;
+            Ok((key, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no master key: set KEYTRAP_MASTER_KEY (32 bytes, base64) from a Secret, or \
+             KEYTRAP_MASTER_KEY_FILE; generate one with `keytrap gen-master-key`"
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+    f.write_all(format!("{}\n", key.to_base64()).as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Everything set up: database migrated, key checked, root tenant and admin token there.
+pub struct Ready {
+    pub state: AppState,
+    /// The generated bootstrap token, to print once.
+    pub bootstrap_token: Option<String>,
+    pub generated_key_file: Option<PathBuf>,
+}
+
+pub async fn prepare(cfg: &Resolved) -> anyhow::Result<Ready> {
+    let embedded = cfg.database_url.starts_with("sqlite:");
+    // Load the key before touching the database, so a missing production key fails fast
+    // without creating anything.
+    let (master, generated) = load_master_key(cfg, embedded)?;
+    let db = open_database(&cfg.database_url).await?;
+    let keys = master.keys();
+
+    // A database is bound to the master key it was created with: starting with another
+    // would make every canary unrecognisable and every token invalid, silently.
+    let check = hex::encode(keys.key_check());
+    let stored = db.init_meta("master_key_check", &check).await?;
+    if stored != check {
+        bail!(
+            "the master key does not match the one this database was created with; \
+             refusing to start (check KEYTRAP_MASTER_KEY or the key file)"
+        );
+    }
+
+    let state = AppState {
+        db: db.clone(),
+        keys,
+        key_version: 1,
+    };
+    let bootstrap_token = keytrap_api::tokens::bootstrap(&state, cfg.admin_token.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Ready {
+        state,
+        bootstrap_token,
+        generated_key_file: generated.then(|| {
+            cfg.master_key_file
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join(MASTER_KEY_FILE))
+        }),
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
+    let ready = prepare(&cfg).await?;
+    if let Some(path) = &ready.generated_key_file {
+        tracing::warn!(
+            path = %path.display(),
+            "generated a new master key; back it up: without it no canary can be recognised"
+        );
+    }
+    if let Some(token) = &ready.bootstrap_token {
+        // Printed once, to stdout, never logged.
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "keytrap: bootstrap admin token (shown once; store it now):\n{token}"
+        )?;
+        out.flush()?;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    if cfg.roles.contains(&Role::Api) {
+        let listener = TcpListener::bind(cfg.api_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (api)", cfg.api_listen))?;
+        tracing::info!(addr = %cfg.api_listen, backend = ready.state.db.backend(), "management API listening");
+        let app = keytrap_api::router(ready.state.clone());
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(wait_stop(rx))
+                .await
+                .context("api server failed")
+        });
+    }
+    if cfg.roles.contains(&Role::Trap) {
+        let listener = TcpListener::bind(cfg.trap_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (trap)", cfg.trap_listen))?;
+        tracing::info!(addr = %cfg.trap_listen, "trap listening");
+        let app = keytrap_trap::router();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait_stop(rx))
+            .await
+            .context("trap server failed")
+        });
+    }
+    if cfg.roles.contains(&Role::Worker) {
+        tracing::info!("worker role enabled (no background jobs are defined yet)");
+    }
+
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(res) = tasks.join_next() => {
+            // A server stopped on its own: that is an error worth exiting on.
+            let _ = stop_tx.send(true);
+            res.context("server task panicked")??;
+            bail!("a server stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        res.context("server task panicked")??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

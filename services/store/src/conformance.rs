@@ -1,0 +1,520 @@
+//! Behaviour every backend must show. Each function takes a fresh, migrated database.
+//! Backends run all of them with [`conformance_suite!`](crate::conformance_suite).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{Duration, Utc};
+use keytrap_core::Exchange;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::*;
+
+/// Expands to one `#[tokio::test]` per conformance behaviour. `$make` is an async fn
+/// returning `Option<impl Deref<Target = dyn Database>>`; `None` skips (it must say why).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance_suite!(@each $make;
+            meta_first_writer_wins,
+            tenants_and_tokens,
+            stores_crud_and_tenant_isolation,
+            canaries_insert_get_list,
+            canary_batch_is_all_or_nothing,
+            canary_disable_is_audited_and_scoped,
+            canary_expiry_is_derived,
+            canary_by_digest_crosses_tenants,
+            bulk_insert_ten_thousand,
+            text_roundtrips_unchanged,
+        );
+    };
+    (@each $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let Some(db) = $make().await else { return };
+                $crate::conformance::$name(&*db).await;
+            }
+        )*
+    };
+}
+
+fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
+    NewAudit {
+        tenant_id: tenant,
+        actor_token_id: None,
+        action,
+        target_type: "test",
+        target_id: None,
+        details: json!({}),
+    }
+}
+
+async fn tenant(db: &dyn Database, name: &str) -> Tenant {
+    db.create_tenant(name, false, audit(Uuid::nil(), "tenant.create"))
+        .await
+        .unwrap()
+}
+
+async fn store(db: &dyn Database, tenant: Uuid, name: &str) -> Store {
+    db.create_store(
+        NewStore {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            name: name.into(),
+            kind: StoreKind::Database,
+            location: Some("postgres://db/users#exchange_api_keys".into()),
+            labels: [("env".to_string(), "prod".to_string())].into(),
+        },
+        audit(tenant, "store.create"),
+    )
+    .await
+    .unwrap()
+}
+
+fn digest(n: u64) -> [u8; 32] {
+    let mut d = [7u8; 32];
+    d[..8].copy_from_slice(&n.to_be_bytes());
+    d
+}
+
+fn new_canary(tenant: Uuid, store: Uuid, exchange: Exchange, n: u64) -> NewCanary {
+    NewCanary {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        store_id: store,
+        exchange,
+        lookup_digest: digest(n),
+        key_version: 1,
+        memo: Some(format!("canary {n}")),
+        labels: [("batch".to_string(), (n % 2).to_string())].into(),
+        created_at: Utc::now(),
+        expires_at: None,
+    }
+}
+
+pub async fn meta_first_writer_wins(db: &dyn Database) {
+    assert_eq!(db.get_meta("k").await.unwrap(), None);
+    assert_eq!(db.init_meta("k", "first").await.unwrap(), "first");
+    assert_eq!(db.init_meta("k", "second").await.unwrap(), "first");
+    assert_eq!(db.get_meta("k").await.unwrap().as_deref(), Some("first"));
+    db.ping().await.unwrap();
+}
+
+pub async fn tenants_and_tokens(db: &dyn Database) {
+    assert!(db.root_tenant().await.unwrap().is_none());
+    let root = db
+        .create_tenant("default", true, audit(Uuid::nil(), "tenant.create"))
+        .await
+        .unwrap();
+    assert_eq!(db.root_tenant().await.unwrap().unwrap().id, root.id);
+    assert_eq!(db.get_tenant(root.id).await.unwrap().unwrap(), root);
+    let dup = db
+        .create_tenant("default", false, audit(Uuid::nil(), "tenant.create"))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let token = db
+        .create_token(
+            NewToken {
+                id: Uuid::now_v7(),
+                tenant_id: root.id,
+                name: "ci".into(),
+                scopes: vec![Scope::Mint, Scope::Read],
+                digest: digest(1),
+            },
+            audit(root.id, "token.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.scopes, vec![Scope::Mint, Scope::Read]);
+    assert!(token.allows(Scope::Read) && !token.allows(Scope::Admin));
+    let found = db.token_by_digest(&digest(1)).await.unwrap().unwrap();
+    assert_eq!(found, token);
+    assert!(db.token_by_digest(&digest(2)).await.unwrap().is_none());
+    assert_eq!(db.list_tokens(root.id).await.unwrap().len(), 1);
+
+    let other = tenant(db, "other").await;
+    let wrong = db
+        .revoke_token(other.id, token.id, audit(other.id, "token.revoke"))
+        .await;
+    assert!(matches!(wrong, Err(StoreError::NotFound)), "{wrong:?}");
+    let revoked = db
+        .revoke_token(root.id, token.id, audit(root.id, "token.revoke"))
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(db.token_by_digest(&digest(1)).await.unwrap().is_none());
+
+    let log = db.list_audit(root.id, Page::default()).await.unwrap();
+    let actions: Vec<_> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["token.create", "token.revoke"]);
+    assert!(db
+        .list_audit(other.id, Page::default())
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.action != "token.create"));
+}
+
+pub async fn stores_crud_and_tenant_isolation(db: &dyn Database) {
+    let a = tenant(db, "a").await;
+    let b = tenant(db, "b").await;
+    let s1 = store(db, a.id, "prod-users-db").await;
+    let s2 = store(db, a.id, "nightly-backup").await;
+    assert_eq!(s1.kind, StoreKind::Database);
+    assert_eq!(s1.labels.get("env").map(String::as_str), Some("prod"));
+
+    assert_eq!(db.get_store(a.id, s1.id).await.unwrap().unwrap(), s1);
+    assert_eq!(
+        db.get_store_by_name(a.id, "nightly-backup")
+            .await
+            .unwrap()
+            .unwrap(),
+        s2
+    );
+    // Tenant b sees none of tenant a's stores, and may reuse a name.
+    assert!(db.get_store(b.id, s1.id).await.unwrap().is_none());
+    assert!(db
+        .get_store_by_name(b.id, "prod-users-db")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(db
+        .list_stores(b.id, Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+    store(db, b.id, "prod-users-db").await;
+
+    let dup = db
+        .create_store(
+            NewStore {
+                id: Uuid::now_v7(),
+                tenant_id: a.id,
+                name: "prod-users-db".into(),
+                kind: StoreKind::Backup,
+                location: None,
+                labels: Labels::new(),
+            },
+            audit(a.id, "store.create"),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let listed = db.list_stores(a.id, Page::default()).await.unwrap();
+    assert_eq!(listed, vec![s1.clone(), s2.clone()]);
+    let page = db
+        .list_stores(
+            a.id,
+            Page {
+                after: Some(s1.id),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page, vec![s2]);
+    // The failed duplicate left no audit line behind.
+    let log = db.list_audit(a.id, Page::default()).await.unwrap();
+    assert_eq!(log.iter().filter(|e| e.action == "store.create").count(), 2);
+}
+
+pub async fn canaries_insert_get_list(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let other = tenant(db, "other").await;
+    let s1 = store(db, t.id, "s1").await;
+    let s2 = store(db, t.id, "s2").await;
+    let batch = vec![
+        new_canary(t.id, s1.id, Exchange::Binance, 1),
+        new_canary(t.id, s1.id, Exchange::Kucoin, 2),
+        new_canary(t.id, s2.id, Exchange::Binance, 3),
+    ];
+    db.insert_canaries(&batch, audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+
+    let got = db.get_canary(t.id, batch[1].id).await.unwrap().unwrap();
+    assert_eq!(got.exchange, Exchange::Kucoin);
+    assert_eq!(got.store_id, s1.id);
+    assert_eq!(got.status, CanaryStatus::Active);
+    assert_eq!(got.memo.as_deref(), Some("canary 2"));
+    assert_eq!(got.key_version, 1);
+    assert!(
+        (got.created_at - batch[1].created_at)
+            .num_milliseconds()
+            .abs()
+            <= 1
+    );
+    assert!(db
+        .get_canary(other.id, batch[1].id)
+        .await
+        .unwrap()
+        .is_none());
+
+    let all = db
+        .list_canaries(t.id, &CanaryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.id).collect::<Vec<_>>(),
+        batch.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+    let by_store = db
+        .list_canaries(
+            t.id,
+            &CanaryFilter {
+                store_id: Some(s1.id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_store.len(), 2);
+    let by_exchange = db
+        .list_canaries(
+            t.id,
+            &CanaryFilter {
+                exchange: Some(Exchange::Binance),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_exchange.len(), 2);
+    let by_label = db
+        .list_canaries(
+            t.id,
+            &CanaryFilter {
+                label: Some(("batch".into(), "1".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_label.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![batch[0].id, batch[2].id]
+    );
+    let paged = db
+        .list_canaries(
+            t.id,
+            &CanaryFilter {
+                page: Page {
+                    after: Some(batch[0].id),
+                    limit: 1,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 1);
+    assert_eq!(paged[0].id, batch[1].id);
+    assert!(db
+        .list_canaries(other.id, &CanaryFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn canary_batch_is_all_or_nothing(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let s = store(db, t.id, "s").await;
+    db.insert_canaries(
+        &[new_canary(t.id, s.id, Exchange::Okx, 10)],
+        audit(t.id, "canary.mint"),
+    )
+    .await
+    .unwrap();
+    // The third canary's digest collides with the stored one: nothing of the batch lands.
+    let batch = vec![
+        new_canary(t.id, s.id, Exchange::Okx, 11),
+        new_canary(t.id, s.id, Exchange::Okx, 12),
+        new_canary(t.id, s.id, Exchange::Okx, 10),
+    ];
+    let err = db.insert_canaries(&batch, audit(t.id, "canary.mint")).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let all = db
+        .list_canaries(t.id, &CanaryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    let log = db.list_audit(t.id, Page::default()).await.unwrap();
+    assert_eq!(log.iter().filter(|e| e.action == "canary.mint").count(), 1);
+}
+
+pub async fn canary_disable_is_audited_and_scoped(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let other = tenant(db, "other").await;
+    let s = store(db, t.id, "s").await;
+    let c = new_canary(t.id, s.id, Exchange::Bybit, 20);
+    db.insert_canaries(std::slice::from_ref(&c), audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+
+    let wrong = db
+        .disable_canary(
+            other.id,
+            c.id,
+            Utc::now(),
+            audit(other.id, "canary.disable"),
+        )
+        .await;
+    assert!(matches!(wrong, Err(StoreError::NotFound)), "{wrong:?}");
+    assert_eq!(
+        db.get_canary(t.id, c.id).await.unwrap().unwrap().status,
+        CanaryStatus::Active
+    );
+
+    let at = Utc::now();
+    let d = db
+        .disable_canary(t.id, c.id, at, audit(t.id, "canary.disable"))
+        .await
+        .unwrap();
+    assert_eq!(d.status, CanaryStatus::Disabled);
+    let first_at = d.disabled_at.unwrap();
+    // Idempotent: a second disable keeps the first time.
+    let again = db
+        .disable_canary(
+            t.id,
+            c.id,
+            at + Duration::seconds(5),
+            audit(t.id, "canary.disable"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.disabled_at, Some(first_at));
+    let disabled = db
+        .list_canaries(
+            t.id,
+            &CanaryFilter {
+                status: Some(CanaryStatus::Disabled),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.len(), 1);
+    let log = db.list_audit(t.id, Page::default()).await.unwrap();
+    assert!(log.iter().any(|e| e.action == "canary.disable"));
+    assert!(db
+        .list_audit(other.id, Page::default())
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.action != "canary.disable"));
+}
+
+pub async fn canary_expiry_is_derived(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let s = store(db, t.id, "s").await;
+    let mut past = new_canary(t.id, s.id, Exchange::Kraken, 30);
+    past.expires_at = Some(Utc::now() - Duration::seconds(1));
+    let mut future = new_canary(t.id, s.id, Exchange::Kraken, 31);
+    future.expires_at = Some(Utc::now() + Duration::days(1));
+    db.insert_canaries(&[past.clone(), future.clone()], audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_canary(t.id, past.id).await.unwrap().unwrap().status,
+        CanaryStatus::Expired
+    );
+    assert_eq!(
+        db.get_canary(t.id, future.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        CanaryStatus::Active
+    );
+    for (status, id) in [
+        (CanaryStatus::Expired, past.id),
+        (CanaryStatus::Active, future.id),
+    ] {
+        let got = db
+            .list_canaries(
+                t.id,
+                &CanaryFilter {
+                    status: Some(status),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    }
+}
+
+pub async fn canary_by_digest_crosses_tenants(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let s = store(db, t.id, "s").await;
+    let c = new_canary(t.id, s.id, Exchange::Coinbase, 40);
+    db.insert_canaries(std::slice::from_ref(&c), audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+    let found = db.canary_by_digest(&digest(40)).await.unwrap().unwrap();
+    assert_eq!((found.id, found.tenant_id), (c.id, t.id));
+    assert!(db.canary_by_digest(&digest(41)).await.unwrap().is_none());
+}
+
+pub async fn bulk_insert_ten_thousand(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let s = store(db, t.id, "s").await;
+    let batch: Vec<_> = (0..10_000)
+        .map(|n| new_canary(t.id, s.id, Exchange::Binance, 1_000 + n))
+        .collect();
+    db.insert_canaries(&batch, audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+    let mut seen = 0;
+    let mut after = None;
+    loop {
+        let page = db
+            .list_canaries(
+                t.id,
+                &CanaryFilter {
+                    page: Page { after, limit: 1000 },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen += page.len();
+        after = page.last().map(|c| c.id);
+    }
+    assert_eq!(seen, 10_000);
+}
+
+pub async fn text_roundtrips_unchanged(db: &dyn Database) {
+    let t = tenant(db, "t").await;
+    let name = "d\u{e9}p\u{f4}t \u{1f511} '; DROP TABLE stores; --";
+    let s = db
+        .create_store(
+            NewStore {
+                id: Uuid::now_v7(),
+                tenant_id: t.id,
+                name: name.into(),
+                kind: StoreKind::KubernetesSecret,
+                location: Some("ns/secret \"x\"".into()),
+                labels: [("k\"ey".to_string(), "v\nal".to_string())].into(),
+            },
+            audit(t.id, "store.create"),
+        )
+        .await
+        .unwrap();
+    let got = db.get_store(t.id, s.id).await.unwrap().unwrap();
+    assert_eq!(got.name, name);
+    assert_eq!(got.kind, StoreKind::KubernetesSecret);
+    assert_eq!(got.labels.get("k\"ey").map(String::as_str), Some("v\nal"));
+    let mut c = new_canary(t.id, s.id, Exchange::CoinbaseExchange, 50);
+    c.memo = Some("\u{0}nul and \u{202e}bidi".replace('\u{0}', ""));
+    db.insert_canaries(std::slice::from_ref(&c), audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+    let got = db.get_canary(t.id, c.id).await.unwrap().unwrap();
+    assert_eq!(got.memo, c.memo);
+    assert_eq!(got.exchange, Exchange::CoinbaseExchange);
+}

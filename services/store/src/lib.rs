@@ -1,0 +1,97 @@
+//! keytrap's storage contract: one [`Database`] trait with its models and [`StoreError`],
+//! implemented by `keytrap-store-sqlite` (embedded default) and `keytrap-store-postgres`
+//! (production). The backend is chosen once at start from the database URL.
+//!
+//! Every mutation that an operator would want to account for takes a [`NewAudit`] and
+//! writes it in the same transaction, so there is no change without its audit line.
+//!
+//! With the `testsuite` feature, [`conformance`] holds the behaviour tests that every
+//! backend runs on itself (see [`conformance_suite!`]).
+
+pub mod models;
+
+#[cfg(feature = "testsuite")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+pub use models::*;
+use uuid::Uuid;
+
+/// Errors a backend reports. Handlers map `NotFound`/`Conflict` to 4xx; the rest is a 5xx
+/// that is logged with context and answered without internals.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was violated; the string names what (e.g. "store name").
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A stored value the code cannot read (e.g. an unknown exchange id).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The storage contract. Object-safe (`Arc<dyn Database>`): one copy of every handler is
+/// compiled instead of one per backend, and a boxed future per call costs nothing next to
+/// an SQL round trip.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // ---- meta: installation-wide key/value facts (e.g. the master key check value)
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Inserts `value` unless `key` is set; returns the value now stored.
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String>;
+
+    // ---- tenants and tokens
+
+    async fn create_tenant(&self, name: &str, is_root: bool, audit: NewAudit) -> Result<Tenant>;
+    async fn root_tenant(&self) -> Result<Option<Tenant>>;
+    async fn get_tenant(&self, id: Uuid) -> Result<Option<Tenant>>;
+    async fn create_token(&self, token: NewToken, audit: NewAudit) -> Result<ApiToken>;
+    /// The unrevoked token with this digest, in any tenant.
+    async fn token_by_digest(&self, digest: &[u8; 32]) -> Result<Option<ApiToken>>;
+    async fn list_tokens(&self, tenant: Uuid) -> Result<Vec<ApiToken>>;
+    async fn revoke_token(&self, tenant: Uuid, id: Uuid, audit: NewAudit) -> Result<ApiToken>;
+
+    // ---- stores
+
+    /// `Conflict("store name")` when the tenant already has a store of that name.
+    async fn create_store(&self, store: NewStore, audit: NewAudit) -> Result<Store>;
+    async fn get_store(&self, tenant: Uuid, id: Uuid) -> Result<Option<Store>>;
+    async fn get_store_by_name(&self, tenant: Uuid, name: &str) -> Result<Option<Store>>;
+    async fn list_stores(&self, tenant: Uuid, page: Page) -> Result<Vec<Store>>;
+
+    // ---- canaries
+
+    /// Inserts all or none. `Conflict("canary key")` if a lookup digest already exists.
+    async fn insert_canaries(&self, canaries: &[NewCanary], audit: NewAudit) -> Result<()>;
+    async fn get_canary(&self, tenant: Uuid, id: Uuid) -> Result<Option<Canary>>;
+    async fn list_canaries(&self, tenant: Uuid, filter: &CanaryFilter) -> Result<Vec<Canary>>;
+    /// Disables an active canary (idempotent); `NotFound` if it is not the tenant's.
+    async fn disable_canary(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<Canary>;
+    /// The canary a presented API key belongs to, across tenants (the trap's lookup).
+    async fn canary_by_digest(&self, digest: &[u8; 32]) -> Result<Option<Canary>>;
+
+    // ---- audit
+
+    /// For reads worth recording (credential reveals); mutations carry theirs.
+    async fn append_audit(&self, audit: NewAudit) -> Result<()>;
+    async fn list_audit(&self, tenant: Uuid, page: Page) -> Result<Vec<AuditEntry>>;
+}
