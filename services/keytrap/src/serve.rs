@@ -16,18 +16,29 @@ use crate::config::{Resolved, Role, MASTER_KEY_FILE};
 
 /// Opens the backend named by the URL scheme and runs pending migrations.
 pub async fn open_database(url: &str) -> anyhow::Result<Arc<dyn Database>> {
-    if url.starts_with("sqlite:") {
+    if is_embedded(url)? {
         let db = SqliteDatabase::connect(url)
             .await
             .with_context(|| format!("cannot open SQLite database {url}"))?;
         Ok(Arc::new(db))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    } else {
         let db = PgDatabase::connect(url)
             .await
             .context("cannot open the PostgreSQL database (check KEYTRAP_DATABASE_URL)")?;
         Ok(Arc::new(db))
+    }
+}
+
+/// `true` for SQLite, `false` for PostgreSQL, an error for anything else.
+pub fn is_embedded(url: &str) -> anyhow::Result<bool> {
+    if url.starts_with("sqlite:") {
+        Ok(true)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(false)
     } else {
-        bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://...")
+        // Never echo the URL: it may carry a password.
+        let scheme = url.split(':').next().unwrap_or("");
+        bail!("unsupported database URL scheme {scheme:?}: use sqlite://PATH or postgres://...")
     }
 }
 
@@ -93,7 +104,7 @@ pub struct Ready {
 }
 
 pub async fn prepare(cfg: &Resolved) -> anyhow::Result<Ready> {
-    let embedded = cfg.database_url.starts_with("sqlite:");
+    let embedded = is_embedded(&cfg.database_url)?;
     // Load the key before touching the database, so a missing production key fails fast
     // without creating anything.
     let (master, generated) = load_master_key(cfg, embedded)?;

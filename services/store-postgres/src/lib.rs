@@ -538,14 +538,27 @@ pub mod testing {
         Some(fresh_at(&url).await)
     }
 
-    /// Creates schema `kt_test_<unix seconds>_<random>` and a pool whose search_path is
-    /// that schema. Schemas left by crashed runs over an hour old are dropped on the way.
+    /// A migrated database in a fresh schema of the server at `url`.
     #[allow(clippy::expect_used)]
     pub async fn fresh_at(url: &str) -> PgDatabase {
+        let schema_url = fresh_schema_url(url).await;
+        PgDatabase::connect_with(
+            PgConnectOptions::from_str(&schema_url).expect("schema URL"),
+            4,
+        )
+        .await
+        .expect("connect to test schema")
+    }
+
+    /// Creates schema `kt_test_<unix seconds>_<random>` and returns a URL whose
+    /// search_path is that schema (for a spawned `keytrap serve`). Schemas left by crashed
+    /// runs over an hour old are dropped on the way.
+    #[allow(clippy::expect_used)]
+    pub async fn fresh_schema_url(url: &str) -> String {
         let base = PgConnectOptions::from_str(url).expect("KEYTRAP_TEST_POSTGRES_URL");
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(base.clone())
+            .connect_with(base)
             .await
             .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}"));
         let now = Utc::now().timestamp();
@@ -573,9 +586,7 @@ pub mod testing {
             .await
             .expect("create schema");
         admin.close().await;
-        let opts = base.options([("search_path", schema.as_str())]);
-        PgDatabase::connect_with(opts, 4)
-            .await
-            .expect("connect to test schema")
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options[search_path]={schema}")
     }
 }

@@ -1,0 +1,536 @@
+//! The real `keytrap` binary, as a new user runs it: first start on SQLite (master key
+//! file, bootstrap token printed once), the README walk-through over HTTP, `keytrap mint`
+//! in each output format, SIGTERM, restart, a wrong master key refused, no secret in the
+//! logs; and the same binary on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keytrap_core::{matches_key_format, Exchange, MasterKey};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keytrap");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("keytrap-e2e-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Server {
+    child: Child,
+    api: String,
+    trap: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn command(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYTRAP_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[(&str, &str)], args: &[&str]) -> Server {
+        let (api_port, trap_port) = (free_port(), free_port());
+        let mut c = command(dir);
+        c.arg("serve")
+            .args(args)
+            .env("KEYTRAP_API_LISTEN", format!("127.0.0.1:{api_port}"))
+            .env("KEYTRAP_TRAP_LISTEN", format!("127.0.0.1:{trap_port}"))
+            .env("KEYTRAP_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Server {
+            child,
+            api: format!("http://127.0.0.1:{api_port}"),
+            trap: format!("http://127.0.0.1:{trap_port}"),
+            stdout,
+            stderr,
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.api)).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "keytrap exited with {status}: {:?}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            assert!(Instant::now() < deadline, "keytrap did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("keytrap did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn logs(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, url)
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn bootstrap_token(s: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = s.stdout();
+        if let Some(t) = out.iter().find(|l| l.starts_with("keytrap_")) {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no bootstrap token on stdout: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mint_cli(dir: &Path, api: &str, token: &str, args: &[&str]) -> String {
+    let out = command(dir)
+        .arg("mint")
+        .args(args)
+        .env("KEYTRAP_URL", api)
+        .env("KEYTRAP_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keytrap mint {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_first_start_walkthrough_cli_restart() {
+    let dir = temp_dir();
+    let mut s = Server::start(&dir, &[], &[]);
+    s.wait_ready().await;
+    let token = bootstrap_token(&s);
+    assert!(token.len() > 40);
+
+    // The master key file exists, is private, and holds a valid key.
+    let key_path = dir.join("keytrap.master-key");
+    let meta = std::fs::metadata(&key_path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let key_text = std::fs::read_to_string(&key_path).unwrap();
+    let master = MasterKey::parse(&key_text).unwrap();
+    assert!(dir.join("keytrap.db").exists());
+
+    // README walk-through: create a store, mint a Binance canary, list it.
+    let (st, store) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/stores", s.api),
+        &token,
+        Some(
+            json!({"name": "prod-users-db", "kind": "database", "location": "postgres://db/users"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{store}");
+    let store_id = store["id"].as_str().unwrap();
+    let (st, minted) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/canaries", s.api),
+        &token,
+        Some(json!({"exchange": "binance", "store_id": store_id})),
+    )
+    .await;
+    assert_eq!(st, 201, "{minted}");
+    let key = minted["canaries"][0]["credentials"]["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(matches_key_format(Exchange::Binance, &key));
+    // The key is a canary under the master key written to disk.
+    assert_eq!(
+        master.keys().detection_key().is_canary(&key),
+        Some(Exchange::Binance)
+    );
+    let (st, list) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/canaries", s.api),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(list["canaries"].as_array().unwrap().len(), 1);
+    // Until the trap issue lands, the trap listener answers 404.
+    assert_eq!(
+        reqwest::get(format!("{}/api/v3/account", s.trap))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // The CLI, in its three formats.
+    let csv = mint_cli(
+        &dir,
+        &s.api,
+        &token,
+        &[
+            "--exchange",
+            "kucoin",
+            "--store",
+            "backup-2026-11-20",
+            "--create-store",
+            "--count",
+            "3",
+            "--format",
+            "csv",
+        ],
+    );
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "id,exchange,store_id,api_key,api_secret,passphrase,created_at"
+    );
+    assert_eq!(rows.len(), 4, "{csv}");
+    for r in &rows[1..] {
+        let f: Vec<&str> = r.split(',').collect();
+        assert_eq!(f[1], "kucoin");
+        assert!(matches_key_format(Exchange::Kucoin, f[3]), "{r}");
+        assert!(!f[5].is_empty(), "kucoin has a passphrase");
+    }
+    let env = mint_cli(
+        &dir,
+        &s.api,
+        &token,
+        &[
+            "--exchange",
+            "coinbase",
+            "--store",
+            "prod-users-db",
+            "--format",
+            "env",
+        ],
+    );
+    assert!(env.contains("COINBASE_API_KEY=organizations/"), "{env}");
+    assert!(
+        env.contains("COINBASE_API_SECRET=\"-----BEGIN EC PRIVATE KEY-----\\n"),
+        "{env}"
+    );
+    let json_out = mint_cli(
+        &dir,
+        &s.api,
+        &token,
+        &[
+            "--exchange",
+            "okx",
+            "--store",
+            "prod-users-db",
+            "--count",
+            "2",
+        ],
+    );
+    let arr: Vec<Value> = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(arr.len(), 2);
+    assert!(arr
+        .iter()
+        .all(|c| c["credentials"]["passphrase"].is_string()));
+    // A missing store is a clear error, not a silent creation.
+    let out = command(&dir)
+        .args(["mint", "--exchange", "bybit", "--store", "nope"])
+        .env("KEYTRAP_URL", &s.api)
+        .env("KEYTRAP_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    // Reveal once more, then stop with SIGTERM: a clean exit.
+    let id = minted["canaries"][0]["id"].as_str().unwrap();
+    let (st, revealed) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/canaries/{id}?reveal=true", s.api),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let secret = revealed["credentials"]["api_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s.terminate().success(), "graceful shutdown exits 0");
+
+    // Even at trace level, the logs hold no token, key or secret.
+    let logs = s.logs();
+    assert!(logs.contains("management API listening"), "{logs:.2000}");
+    for secret in [&token, &key, &secret] {
+        assert!(!logs.contains(secret.as_str()), "secret in logs");
+    }
+    assert!(!logs.contains(key_text.trim()), "master key in logs");
+    drop(s);
+
+    // Restart: no new token printed; the old one still works.
+    let mut s = Server::start(&dir, &[], &[]);
+    s.wait_ready().await;
+    let (st, _) = call(
+        reqwest::Method::GET,
+        &format!("{}/v1/stores", s.api),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(
+        s.stdout().iter().all(|l| !l.starts_with("keytrap_")),
+        "token printed once only"
+    );
+    assert!(s.terminate().success());
+    drop(s);
+
+    // A different master key is refused rather than silently orphaning every canary.
+    let other = MasterKey::generate().to_base64();
+    let mut s = Server::start(&dir, &[("KEYTRAP_MASTER_KEY", &other)], &[]);
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(s.logs().contains("does not match"), "{}", s.logs());
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_and_bad_config_are_handled() {
+    let dir = temp_dir();
+    let port = free_port();
+    std::fs::write(
+        dir.join("keytrap.toml"),
+        format!("api_listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://from-file.db\"\nroles = [\"api\"]\n"),
+    )
+    .unwrap();
+    // The file sets the API address; KEYTRAP_API_LISTEN (set by start) is removed so the
+    // file's value is the one used.
+    let mut c = command(&dir);
+    let mut child = c
+        .args(["serve", "--config", "keytrap.toml"])
+        .env(
+            "KEYTRAP_ADMIN_TOKEN",
+            "keytrap_supplied_admin_token_0123456789abcdef",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "keytrap exited");
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dir.join("from-file.db").exists());
+    let (st, _) = call(
+        reqwest::Method::GET,
+        &format!("{base}/v1/stores"),
+        "keytrap_supplied_admin_token_0123456789abcdef",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "KEYTRAP_ADMIN_TOKEN is an admin token");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Typos in the file, bad URLs and weak tokens stop the start with a clear message.
+    std::fs::write(dir.join("bad.toml"), "databse_url = \"x\"\n").unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["serve", "--config", "bad.toml"], vec![], "databse_url"),
+        (
+            vec!["serve", "--database-url", "mysql://x"],
+            vec![],
+            "unsupported database URL scheme",
+        ),
+        (
+            vec!["serve"],
+            vec![("KEYTRAP_ADMIN_TOKEN", "short")],
+            "KEYTRAP_ADMIN_TOKEN",
+        ),
+        (
+            vec!["serve"],
+            vec![("KEYTRAP_MASTER_KEY", "not-a-key")],
+            "KEYTRAP_MASTER_KEY",
+        ),
+        (vec!["serve", "--role", "nosuch"], vec![], "nosuch"),
+    ];
+    for (args, env, needle) in cases {
+        let mut c = command(&dir);
+        c.args(&args)
+            .env("KEYTRAP_API_LISTEN", format!("127.0.0.1:{}", free_port()));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_serve_needs_a_master_key_and_works() {
+    let Ok(pg) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
+        );
+        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let url = keytrap_store_postgres::testing::fresh_schema_url(&pg).await;
+    let dir = temp_dir();
+    // No key: refuse, and say how to fix it.
+    let mut s = Server::start(&dir, &[("KEYTRAP_DATABASE_URL", &url)], &[]);
+    assert!(!s.wait_exit(Duration::from_secs(30)).success());
+    assert!(s.logs().contains("KEYTRAP_MASTER_KEY"), "{}", s.logs());
+    assert!(
+        !dir.join("keytrap.master-key").exists(),
+        "no key file is generated for PostgreSQL"
+    );
+    drop(s);
+
+    let key = MasterKey::generate().to_base64();
+    let admin = "keytrap_postgres_admin_token_0123456789abcdef";
+    let mut s = Server::start(
+        &dir,
+        &[("KEYTRAP_MASTER_KEY", &key), ("KEYTRAP_ADMIN_TOKEN", admin)],
+        &["--database-url", &url],
+    );
+    s.wait_ready().await;
+    let (st, ready) = call(
+        reqwest::Method::GET,
+        &format!("{}/readyz", s.api),
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!((st, ready["database"].as_str()), (200, Some("postgres")));
+    let (st, store) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/stores", s.api),
+        admin,
+        Some(json!({"name": "pg-store", "kind": "database"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, minted) = call(
+        reqwest::Method::POST,
+        &format!("{}/v1/canaries", s.api),
+        admin,
+        Some(json!({"exchange": "kraken", "store_id": store["id"], "count": 50})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    assert_eq!(minted["canaries"].as_array().unwrap().len(), 50);
+    assert!(
+        s.stdout().iter().all(|l| !l.starts_with("keytrap_")),
+        "supplied token is not printed"
+    );
+    assert!(s.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
