@@ -438,7 +438,8 @@ async fn config_file_and_bad_config_are_handled() {
 
     // Typos in the file, bad URLs and weak tokens stop the start with a clear message.
     std::fs::write(dir.join("bad.toml"), "databse_url = \"x\"\n").unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["serve", "--config", "bad.toml"], vec![], "databse_url"),
         (
             vec!["serve", "--database-url", "mysql://x"],
