@@ -225,7 +225,7 @@ async fn prepare(backend: &str, args: &MintArgs) -> anyhow::Result<Target> {
         }
         "postgres" => {
             use sqlx::Connection;
-            let db = format!("keytrap_bench_{}", std::process::id());
+            let db = format!("keytrap_bench_{}_{}", std::process::id(), Uuid::new_v4().simple());
             let mut conn = sqlx::PgConnection::connect(&args.postgres_url)
                 .await
                 .with_context(|| format!("cannot reach PostgreSQL at {}", args.postgres_url))?;
@@ -366,13 +366,22 @@ async fn run_backend(t: &Target, args: &MintArgs, derive: f64) -> anyhow::Result
     let _ = child.start_kill();
     let _ = child.wait().await;
 
-    // Baseline 2 on the same backend, in this process, after the server has exited.
-    let db: Box<dyn Database> = if t.name == "sqlite" {
-        Box::new(keytrap_store_sqlite::SqliteDatabase::connect(&t.url).await?)
-    } else {
-        Box::new(keytrap_store_postgres::PgDatabase::connect(&t.url).await?)
-    };
-    let insert = insert_rate(db.as_ref(), args.count, args.batch).await?;
+    // Baseline 2: the same rows straight into a fresh database of the same backend, in
+    // this process, after the server has exited.
+    let fresh = prepare(&t.name, args).await?;
+    let insert = async {
+        let db: Box<dyn Database> = if t.name == "sqlite" {
+            Box::new(keytrap_store_sqlite::SqliteDatabase::connect(&fresh.url).await?)
+        } else {
+            Box::new(keytrap_store_postgres::PgDatabase::connect(&fresh.url).await?)
+        };
+        let rate = insert_rate(db.as_ref(), args.count, args.batch).await;
+        drop(db);
+        rate
+    }
+    .await;
+    cleanup(&fresh).await;
+    let insert = insert?;
     let rate = minted as f64 / secs;
     println!(
         "{:<8} API mint: {minted} canaries in {secs:.2} s = {rate:.0} canaries/s; server peak RSS {} MB; \
