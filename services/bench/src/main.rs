@@ -225,7 +225,11 @@ async fn prepare(backend: &str, args: &MintArgs) -> anyhow::Result<Target> {
         }
         "postgres" => {
             use sqlx::Connection;
-            let db = format!("keytrap_bench_{}_{}", std::process::id(), Uuid::new_v4().simple());
+            let db = format!(
+                "keytrap_bench_{}_{}",
+                std::process::id(),
+                Uuid::new_v4().simple()
+            );
             let mut conn = sqlx::PgConnection::connect(&args.postgres_url)
                 .await
                 .with_context(|| format!("cannot reach PostgreSQL at {}", args.postgres_url))?;
