@@ -1,0 +1,312 @@
+//! The contract between the trap's shared request path and each exchange emulator.
+//!
+//! The shared path (lib.rs) does everything that must be identical for every exchange and
+//! for canary and unknown keys alike: parse the request, find the presented key, look it
+//! up, derive credentials (a pseudo canary's for unknown keys, so the work is the same),
+//! ask the emulator to check the signature, record the hit or the unknown sighting through
+//! the group commit, and only then answer. An emulator is the exchange-specific part:
+//! where the key is, how the signature is computed, what the exchange answers.
+
+use std::net::IpAddr;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use keytrap_core::{Credentials, Exchange};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One request as the trap received it. Bounded: the body is at most
+/// [`crate::MAX_BODY_BYTES`], headers and query are limited by the server.
+#[derive(Debug, Clone)]
+pub struct TrapRequest {
+    pub exchange: Exchange,
+    pub method: Method,
+    /// Path below the exchange prefix, e.g. `/api/v3/account` (for host-routed requests
+    /// the path as received).
+    pub path: String,
+    /// The path exactly as received, prefix included (Coinbase JWTs sign it).
+    pub full_path: String,
+    /// The raw query string as received (not decoded), without `?`.
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The `Host` header (or authority) as received.
+    pub host: String,
+    pub source_ip: IpAddr,
+    pub received_at: DateTime<Utc>,
+}
+
+impl TrapRequest {
+    /// A header as UTF-8 text, if present and valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Decoded query parameters, in order (percent-decoding; `+` as space).
+    pub fn query_params(&self) -> Vec<(String, String)> {
+        self.query.as_deref().map(form_pairs).unwrap_or_default()
+    }
+
+    /// Body as `application/x-www-form-urlencoded` pairs (empty if it is not).
+    pub fn form_params(&self) -> Vec<(String, String)> {
+        std::str::from_utf8(&self.body)
+            .map(form_pairs)
+            .unwrap_or_default()
+    }
+
+    /// Body as JSON, if it is JSON.
+    pub fn json_body(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// First value of `name` among query parameters, then form body parameters.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query_params()
+            .into_iter()
+            .chain(self.form_params())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// `a=1&b=x%20y` into pairs; invalid escapes are kept as they are.
+pub fn form_pairs(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+pub fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why a request is refused. Each emulator answers each with the exchange's own bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A private endpoint called without any API key.
+    MissingKey,
+    /// A key that does not have the exchange's key format.
+    MalformedKey,
+    /// A well-formed key the exchange does not know.
+    UnknownKey,
+    /// A known key, but no signature (or missing signing headers).
+    MissingSignature,
+    /// A known key, wrong signature.
+    BadSignature,
+    /// A known key, timestamp outside the window (or a non-increasing nonce).
+    StaleTimestamp,
+    /// A known key, wrong passphrase.
+    BadPassphrase,
+    /// The endpoint does not exist.
+    NotFound,
+    /// The trap could not record the request (database down): answer like an exchange
+    /// that is briefly unavailable.
+    Unavailable,
+}
+
+/// The result of checking a request's signature with a canary's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigCheck {
+    Valid,
+    /// The request carried the key but not the signing material.
+    Missing,
+    /// Signed, but wrong: the rejection says how the exchange reports it.
+    Invalid(Rejection),
+}
+
+/// What kind of thing the caller tried to do; decides severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionClass {
+    /// Balances, account info, orders, trades, market data with a key.
+    Read,
+    /// Checking the key's permissions or restrictions.
+    Permissions,
+    /// Placing an order.
+    Trade,
+    /// Cancelling an order.
+    Cancel,
+    /// Asking for a deposit address.
+    Address,
+    /// Withdrawing funds.
+    Withdraw,
+    /// Moving funds between accounts or sub-accounts.
+    Transfer,
+}
+
+impl ActionClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionClass::Read => "read",
+            ActionClass::Permissions => "permissions",
+            ActionClass::Trade => "trade",
+            ActionClass::Cancel => "cancel",
+            ActionClass::Address => "address",
+            ActionClass::Withdraw => "withdraw",
+            ActionClass::Transfer => "transfer",
+        }
+    }
+}
+
+/// The action and its parameters, as evidence: symbol, side, amount, price, address...
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub class: ActionClass,
+    /// A short JSON object: e.g. `{"symbol":"PEPEUSDT","side":"BUY","quantity":"1000"}`
+    /// or `{"coin":"USDT","address":"0x...","network":"ETH","amount":"5000"}`.
+    pub params: Value,
+}
+
+/// What the emulator knows about the account behind a valid canary signature.
+pub struct Account<'a> {
+    pub canary_id: Uuid,
+    pub exchange: Exchange,
+    pub credentials: &'a Credentials,
+    pub now: DateTime<Utc>,
+    /// Orders this canary placed earlier (remembered by the trap, never executed).
+    pub orders: &'a dyn OrderBook,
+}
+
+/// Per-canary order memory, kept by the trap (in its database).
+#[async_trait::async_trait]
+pub trait OrderBook: Send + Sync {
+    async fn place(&self, order: Order) -> Result<Order, String>;
+    async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String>;
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, String>;
+    /// Marks an open order cancelled; returns it, or `None` if unknown.
+    async fn cancel(&self, order_id: &str) -> Result<Option<Order>, String>;
+}
+
+/// An accepted (never executed) order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Order {
+    /// The exchange-style order id the trap handed out.
+    pub order_id: String,
+    pub client_order_id: Option<String>,
+    /// The exchange's own symbol (`BTCUSDT`, `BTC-USDT`, `XBTUSD`...).
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// `limit`, `market`...
+    pub order_type: String,
+    pub price: Option<String>,
+    pub amount: String,
+    /// `open` or `cancelled`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One exchange's emulator. Implementations live in `src/<exchange>.rs` and are pure
+/// functions of the request except for [`Emulator::private`], which may use the order book.
+#[async_trait::async_trait]
+pub trait Emulator: Send + Sync {
+    fn exchange(&self) -> Exchange;
+
+    /// The API key the request presents, if any (header or parameter, as the exchange
+    /// reads it). For Coinbase CDP it is the JWT's `sub`/`kid` key name.
+    fn api_key(&self, req: &TrapRequest) -> Option<String>;
+
+    /// Public endpoints (time, ping, markets, currencies, tickers): answered without a
+    /// key. `None` when the path is not public (the shared path then authenticates).
+    fn public(&self, req: &TrapRequest) -> Option<Response>;
+
+    /// Checks the request's signature, timestamp window and passphrase with `creds`, as
+    /// the exchange does.
+    fn check_signature(&self, req: &TrapRequest, creds: &Credentials) -> SigCheck;
+
+    /// The exchange's exact answer (status, body, content type) for a refusal.
+    fn reject(&self, req: &TrapRequest, why: Rejection) -> Response;
+
+    /// What the request tries to do, with its evidence.
+    fn classify(&self, req: &TrapRequest) -> Action;
+
+    /// The answer to a validly signed private request: a funded, real-looking account.
+    async fn private(&self, req: &TrapRequest, account: &Account<'_>) -> Response;
+}
+
+/// A JSON response with the given status, `application/json`.
+pub fn json(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A response with an exact body and content type (for byte-identical errors).
+pub fn raw(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        body,
+    )
+        .into_response()
+}
+
+/// An order book in memory: for emulator unit tests (the trap itself keeps orders in the
+/// database).
+#[derive(Default)]
+pub struct MemoryOrderBook {
+    orders: std::sync::Mutex<Vec<Order>>,
+}
+
+#[async_trait::async_trait]
+impl OrderBook for MemoryOrderBook {
+    async fn place(&self, order: Order) -> Result<Order, String> {
+        let mut o = self.orders.lock().map_err(|e| e.to_string())?;
+        o.push(order.clone());
+        Ok(order)
+    }
+
+    async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
+        let o = self.orders.lock().map_err(|e| e.to_string())?;
+        Ok(o.iter()
+            .filter(|x| x.status == "open" && symbol.is_none_or(|s| x.symbol == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, String> {
+        let o = self.orders.lock().map_err(|e| e.to_string())?;
+        Ok(o.iter()
+            .find(|x| x.order_id == order_id || x.client_order_id.as_deref() == Some(order_id))
+            .cloned())
+    }
+
+    async fn cancel(&self, order_id: &str) -> Result<Option<Order>, String> {
+        let mut o = self.orders.lock().map_err(|e| e.to_string())?;
+        Ok(o.iter_mut()
+            .find(|x| x.order_id == order_id || x.client_order_id.as_deref() == Some(order_id))
+            .map(|x| {
+                x.status = "cancelled".into();
+                x.clone()
+            }))
+    }
+}
