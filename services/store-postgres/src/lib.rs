@@ -12,6 +12,8 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+mod trap;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The PostgreSQL backend. Cheap to clone.
@@ -513,6 +515,58 @@ impl Database for PgDatabase {
                 })
             })
             .collect()
+    }
+
+    async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()> {
+        self.trap_record(batch).await
+    }
+
+    async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>> {
+        self.trap_list_hits(tenant, filter).await
+    }
+
+    async fn get_incident(&self, tenant: Uuid, id: Uuid) -> Result<Option<Incident>> {
+        self.trap_get_incident(tenant, id).await
+    }
+
+    async fn list_incidents(&self, tenant: Uuid, filter: &IncidentFilter) -> Result<Vec<Incident>> {
+        self.trap_list_incidents(tenant, filter).await
+    }
+
+    async fn set_incident_status(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<Incident> {
+        self.trap_set_incident_status(tenant, id, status, at, audit)
+            .await
+    }
+
+    async fn list_events(&self, tenant: Uuid, page: Page) -> Result<Vec<Event>> {
+        self.trap_list_events(tenant, page).await
+    }
+
+    async fn list_unknown_sources(&self, limit: u32) -> Result<Vec<UnknownSource>> {
+        self.trap_unknown_sources(limit).await
+    }
+
+    async fn put_order(&self, order: &TrapOrder) -> Result<()> {
+        self.trap_put_order(order).await
+    }
+
+    async fn get_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>> {
+        self.trap_get_order(canary, order_id).await
+    }
+
+    async fn list_orders(&self, canary: Uuid, open_only: bool) -> Result<Vec<TrapOrder>> {
+        self.trap_list_orders(canary, open_only).await
+    }
+
+    async fn cancel_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>> {
+        self.trap_cancel_order(canary, order_id).await
     }
 }
 

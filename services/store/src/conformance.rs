@@ -25,6 +25,11 @@ macro_rules! conformance_suite {
             canary_by_digest_crosses_tenants,
             bulk_insert_ten_thousand,
             text_roundtrips_unchanged,
+            trap_hits_open_and_escalate_incidents,
+            trap_batch_is_all_or_nothing,
+            trap_unknown_keys_are_counted_and_bounded,
+            trap_orders_are_remembered_per_canary,
+            incident_status_is_scoped_and_audited,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -517,4 +522,325 @@ pub async fn text_roundtrips_unchanged(db: &dyn Database) {
     let got = db.get_canary(t.id, c.id).await.unwrap().unwrap();
     assert_eq!(got.memo, c.memo);
     assert_eq!(got.exchange, Exchange::CoinbaseExchange);
+}
+
+fn hit(c: &NewCanary, severity: Severity, sig: SignatureState, action: &str) -> TrapEvent {
+    TrapEvent::Hit(Box::new(Hit {
+        id: Uuid::now_v7(),
+        tenant_id: c.tenant_id,
+        canary_id: c.id,
+        store_id: c.store_id,
+        incident_id: None,
+        exchange: c.exchange,
+        method: "GET".into(),
+        path: "/api/v3/account".into(),
+        query: Some("timestamp=1&signature=x".into()),
+        body_excerpt: None,
+        source_ip: "203.0.113.9".into(),
+        forwarded_for: None,
+        user_agent: Some("python-requests/2.32".into()),
+        client_fingerprint: Some("ccxt".into()),
+        signature_state: sig,
+        action_class: action.into(),
+        action_params: json!({"symbol": "PEPEUSDT"}),
+        severity,
+        received_at: Utc::now(),
+    }))
+}
+
+async fn planted(db: &dyn Database, n: u64) -> (Tenant, Store, Vec<NewCanary>) {
+    let t = tenant(db, &format!("t{n}")).await;
+    let s = store(db, t.id, "prod-users-db").await;
+    let cs: Vec<NewCanary> = (0..2)
+        .map(|i| new_canary(t.id, s.id, Exchange::Binance, n * 10 + i))
+        .collect();
+    db.insert_canaries(&cs, audit(t.id, "canary.mint"))
+        .await
+        .unwrap();
+    (t, s, cs)
+}
+
+pub async fn trap_hits_open_and_escalate_incidents(db: &dyn Database) {
+    let (t, s, cs) = planted(db, 100).await;
+    db.record_trap_events(&[hit(&cs[0], Severity::Low, SignatureState::Invalid, "read")])
+        .await
+        .unwrap();
+    let incidents = db
+        .list_incidents(t.id, &IncidentFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(incidents.len(), 2, "a canary incident and a store incident");
+    let canary_inc = incidents
+        .iter()
+        .find(|i| i.kind == IncidentKind::Canary)
+        .unwrap();
+    let store_inc = incidents
+        .iter()
+        .find(|i| i.kind == IncidentKind::Store)
+        .unwrap();
+    assert_eq!(canary_inc.canary_id, Some(cs[0].id));
+    assert_eq!(store_inc.store_id, s.id);
+    assert_eq!(
+        (canary_inc.severity, canary_inc.status),
+        (Severity::Low, IncidentStatus::Open)
+    );
+
+    // Same severity: counted. Higher: escalated. Lower afterwards: still critical.
+    db.record_trap_events(&[
+        hit(&cs[0], Severity::Low, SignatureState::Missing, "read"),
+        hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
+        hit(&cs[0], Severity::High, SignatureState::Valid, "read"),
+    ])
+    .await
+    .unwrap();
+    let inc = db.get_incident(t.id, canary_inc.id).await.unwrap().unwrap();
+    assert_eq!((inc.severity, inc.hit_count), (Severity::Critical, 4));
+    // A second canary of the same store: its own incident; the store incident counts it.
+    db.record_trap_events(&[hit(&cs[1], Severity::High, SignatureState::Valid, "read")])
+        .await
+        .unwrap();
+    let st = db.get_incident(t.id, store_inc.id).await.unwrap().unwrap();
+    assert_eq!(
+        (st.hit_count, st.canary_count, st.severity),
+        (5, 2, Severity::Critical)
+    );
+
+    let events: Vec<String> = db
+        .list_events(t.id, Page::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "incident.opened",
+            "store.compromised",
+            "incident.escalated",
+            "incident.escalated",
+            "incident.opened",
+        ],
+        "{events:?}"
+    );
+
+    let hits = db
+        .list_hits(
+            t.id,
+            &HitFilter {
+                canary_id: Some(cs[0].id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 4);
+    assert!(hits.iter().all(|h| h.incident_id == Some(canary_inc.id)));
+    assert_eq!(hits[2].action_params["symbol"], "PEPEUSDT");
+    assert_eq!(hits[2].signature_state, SignatureState::Valid);
+    let by_store = db
+        .list_hits(
+            t.id,
+            &HitFilter {
+                store_id: Some(s.id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_store.len(), 5);
+
+    // Resolved incidents stay closed: the next hit opens a new one.
+    db.set_incident_status(
+        t.id,
+        canary_inc.id,
+        IncidentStatus::Resolved,
+        Utc::now(),
+        audit(t.id, "incident.resolve"),
+    )
+    .await
+    .unwrap();
+    db.record_trap_events(&[hit(&cs[0], Severity::Low, SignatureState::Invalid, "read")])
+        .await
+        .unwrap();
+    let open = db
+        .list_incidents(
+            t.id,
+            &IncidentFilter {
+                status: Some(IncidentStatus::Open),
+                kind: Some(IncidentKind::Canary),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().all(|i| i.id != canary_inc.id));
+}
+
+pub async fn trap_batch_is_all_or_nothing(db: &dyn Database) {
+    let (t, _, cs) = planted(db, 200).await;
+    let mut ghost = cs[0].clone();
+    ghost.id = Uuid::now_v7(); // not a stored canary: violates the foreign key
+    let err = db
+        .record_trap_events(&[
+            hit(&cs[0], Severity::Low, SignatureState::Invalid, "read"),
+            hit(&ghost, Severity::Low, SignatureState::Invalid, "read"),
+        ])
+        .await;
+    assert!(err.is_err());
+    assert!(db
+        .list_hits(t.id, &HitFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .list_incidents(t.id, &IncidentFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .list_events(t.id, Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn trap_unknown_keys_are_counted_and_bounded(db: &dyn Database) {
+    let at = Utc::now();
+    let batch: Vec<TrapEvent> = (0..250u32)
+        .map(|i| {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&(i % 150).to_be_bytes());
+            TrapEvent::Unknown(UnknownUse {
+                exchange: Exchange::Kucoin,
+                source: "198.51.100.7".into(),
+                key_hash: h,
+                key_hint: "5c2d...1734".into(),
+                malformed: false,
+                path: "/api/v1/accounts".into(),
+                user_agent: None,
+                at,
+            })
+        })
+        .collect();
+    db.record_trap_events(&batch).await.unwrap();
+    let sources = db.list_unknown_sources(10).await.unwrap();
+    let s = sources.iter().find(|s| s.source == "198.51.100.7").unwrap();
+    assert_eq!(s.requests, 250);
+    assert_eq!(
+        s.distinct_keys, UNKNOWN_KEYS_PER_SOURCE,
+        "first sightings are bounded per source"
+    );
+}
+
+pub async fn trap_orders_are_remembered_per_canary(db: &dyn Database) {
+    let (_, _, cs) = planted(db, 300).await;
+    let order = TrapOrder {
+        canary_id: cs[0].id,
+        order_id: "28457".into(),
+        client_order_id: Some("x-TKT5PX2Fabc".into()),
+        symbol: "PEPEUSDT".into(),
+        side: "buy".into(),
+        order_type: "limit".into(),
+        price: Some("0.00002".into()),
+        amount: "1000000".into(),
+        status: "open".into(),
+        created_at: Utc::now(),
+    };
+    db.put_order(&order).await.unwrap();
+    assert!(matches!(
+        db.put_order(&order).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        db.get_order(cs[0].id, "x-TKT5PX2Fabc")
+            .await
+            .unwrap()
+            .unwrap()
+            .order_id,
+        "28457"
+    );
+    assert!(
+        db.get_order(cs[1].id, "28457").await.unwrap().is_none(),
+        "orders are per canary"
+    );
+    assert_eq!(db.list_orders(cs[0].id, true).await.unwrap().len(), 1);
+    let c = db.cancel_order(cs[0].id, "28457").await.unwrap().unwrap();
+    assert_eq!(c.status, "cancelled");
+    assert!(db.list_orders(cs[0].id, true).await.unwrap().is_empty());
+    assert_eq!(db.list_orders(cs[0].id, false).await.unwrap().len(), 1);
+    assert!(db.cancel_order(cs[0].id, "nope").await.unwrap().is_none());
+}
+
+pub async fn incident_status_is_scoped_and_audited(db: &dyn Database) {
+    let (t, _, cs) = planted(db, 400).await;
+    let other = tenant(db, "other-400").await;
+    db.record_trap_events(&[hit(&cs[0], Severity::High, SignatureState::Valid, "read")])
+        .await
+        .unwrap();
+    let inc = db
+        .list_incidents(t.id, &IncidentFilter::default())
+        .await
+        .unwrap()[0]
+        .clone();
+    assert!(db.get_incident(other.id, inc.id).await.unwrap().is_none());
+    assert!(db
+        .list_incidents(other.id, &IncidentFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(db
+        .list_hits(other.id, &HitFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let wrong = db
+        .set_incident_status(
+            other.id,
+            inc.id,
+            IncidentStatus::Resolved,
+            Utc::now(),
+            audit(other.id, "incident.resolve"),
+        )
+        .await;
+    assert!(matches!(wrong, Err(StoreError::NotFound)));
+    let acked = db
+        .set_incident_status(
+            t.id,
+            inc.id,
+            IncidentStatus::Acknowledged,
+            Utc::now(),
+            audit(t.id, "incident.ack"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked.status, IncidentStatus::Acknowledged);
+    assert!(acked.acknowledged_at.is_some());
+    let resolved = db
+        .set_incident_status(
+            t.id,
+            inc.id,
+            IncidentStatus::Resolved,
+            Utc::now(),
+            audit(t.id, "incident.resolve"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, IncidentStatus::Resolved);
+    assert_eq!(resolved.acknowledged_at, acked.acknowledged_at);
+    // Acknowledging a resolved incident does not reopen it.
+    let still = db
+        .set_incident_status(
+            t.id,
+            inc.id,
+            IncidentStatus::Acknowledged,
+            Utc::now(),
+            audit(t.id, "incident.ack"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(still.status, IncidentStatus::Resolved);
+    let log = db.list_audit(t.id, Page::default()).await.unwrap();
+    assert!(log.iter().any(|e| e.action == "incident.resolve"));
 }

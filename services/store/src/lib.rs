@@ -9,6 +9,7 @@
 //! backend runs on itself (see [`conformance_suite!`]).
 
 pub mod models;
+pub mod trap;
 
 #[cfg(feature = "testsuite")]
 pub mod conformance;
@@ -16,6 +17,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use models::*;
+pub use trap::*;
 use uuid::Uuid;
 
 /// Errors a backend reports. Handlers map `NotFound`/`Conflict` to 4xx; the rest is a 5xx
@@ -94,4 +96,33 @@ pub trait Database: Send + Sync + 'static {
     /// For reads worth recording (credential reveals); mutations carry theirs.
     async fn append_audit(&self, audit: NewAudit) -> Result<()>;
     async fn list_audit(&self, tenant: Uuid, page: Page) -> Result<Vec<AuditEntry>>;
+
+    // ---- trap
+
+    /// The group commit: every hit (with its incident changes and events) and every
+    /// unknown-key sighting of the batch, in one transaction. All or nothing.
+    async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()>;
+    async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>>;
+    async fn get_incident(&self, tenant: Uuid, id: Uuid) -> Result<Option<Incident>>;
+    async fn list_incidents(&self, tenant: Uuid, filter: &IncidentFilter) -> Result<Vec<Incident>>;
+    /// Acknowledge or resolve. A resolved incident stays resolved; the next hit opens a
+    /// new one.
+    async fn set_incident_status(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<Incident>;
+    async fn list_events(&self, tenant: Uuid, page: Page) -> Result<Vec<Event>>;
+    async fn list_unknown_sources(&self, limit: u32) -> Result<Vec<UnknownSource>>;
+
+    /// Orders a canary placed at the trap.
+    async fn put_order(&self, order: &TrapOrder) -> Result<()>;
+    async fn get_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>>;
+    async fn list_orders(&self, canary: Uuid, open_only: bool) -> Result<Vec<TrapOrder>>;
+    /// Marks an open order cancelled and returns it; `None` if the canary has no such
+    /// order (by order id or client order id).
+    async fn cancel_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>>;
 }

@@ -1,0 +1,494 @@
+//! The trap's tables on SQLite. The group commit runs on the single writer connection,
+//! so incident reads and writes inside it never race.
+
+use chrono::{DateTime, Utc};
+use keytrap_store::*;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use uuid::Uuid;
+
+use crate::{backend, from_ms, ms, opt_from_ms, SqliteDatabase};
+
+fn hit_row(r: &SqliteRow) -> Result<Hit> {
+    let exchange: &str = r.try_get("exchange").map_err(backend)?;
+    let params: &str = r.try_get("action_params").map_err(backend)?;
+    Ok(Hit {
+        id: r.try_get("id").map_err(backend)?,
+        tenant_id: r.try_get("tenant_id").map_err(backend)?,
+        canary_id: r.try_get("canary_id").map_err(backend)?,
+        store_id: r.try_get("store_id").map_err(backend)?,
+        incident_id: r.try_get("incident_id").map_err(backend)?,
+        exchange: exchange
+            .parse()
+            .map_err(|e: keytrap_core::UnknownExchange| StoreError::Corrupt(e.to_string()))?,
+        method: r.try_get("method").map_err(backend)?,
+        path: r.try_get("path").map_err(backend)?,
+        query: r.try_get("query").map_err(backend)?,
+        body_excerpt: r.try_get("body_excerpt").map_err(backend)?,
+        source_ip: r.try_get("source_ip").map_err(backend)?,
+        forwarded_for: r.try_get("forwarded_for").map_err(backend)?,
+        user_agent: r.try_get("user_agent").map_err(backend)?,
+        client_fingerprint: r.try_get("client_fingerprint").map_err(backend)?,
+        signature_state: parse_text(r.try_get("signature_state").map_err(backend)?)?,
+        action_class: r.try_get("action_class").map_err(backend)?,
+        action_params: serde_json::from_str(params)
+            .map_err(|e| StoreError::Corrupt(format!("action_params: {e}")))?,
+        severity: parse_text(r.try_get("severity").map_err(backend)?)?,
+        received_at: from_ms(r.try_get("received_at").map_err(backend)?)?,
+    })
+}
+
+fn incident_row(r: &SqliteRow) -> Result<Incident> {
+    Ok(Incident {
+        id: r.try_get("id").map_err(backend)?,
+        tenant_id: r.try_get("tenant_id").map_err(backend)?,
+        kind: parse_text(r.try_get("kind").map_err(backend)?)?,
+        canary_id: r.try_get("canary_id").map_err(backend)?,
+        store_id: r.try_get("store_id").map_err(backend)?,
+        status: parse_text(r.try_get("status").map_err(backend)?)?,
+        severity: parse_text(r.try_get("severity").map_err(backend)?)?,
+        hit_count: r.try_get("hit_count").map_err(backend)?,
+        canary_count: r.try_get("canary_count").map_err(backend)?,
+        first_seen: from_ms(r.try_get("first_seen").map_err(backend)?)?,
+        last_seen: from_ms(r.try_get("last_seen").map_err(backend)?)?,
+        last_hit_id: r.try_get("last_hit_id").map_err(backend)?,
+        acknowledged_at: opt_from_ms(r.try_get("acknowledged_at").map_err(backend)?)?,
+        resolved_at: opt_from_ms(r.try_get("resolved_at").map_err(backend)?)?,
+    })
+}
+
+fn order_row(r: &SqliteRow) -> Result<TrapOrder> {
+    Ok(TrapOrder {
+        canary_id: r.try_get("canary_id").map_err(backend)?,
+        order_id: r.try_get("order_id").map_err(backend)?,
+        client_order_id: r.try_get("client_order_id").map_err(backend)?,
+        symbol: r.try_get("symbol").map_err(backend)?,
+        side: r.try_get("side").map_err(backend)?,
+        order_type: r.try_get("order_type").map_err(backend)?,
+        price: r.try_get("price").map_err(backend)?,
+        amount: r.try_get("amount").map_err(backend)?,
+        status: r.try_get("status").map_err(backend)?,
+        created_at: from_ms(r.try_get("created_at").map_err(backend)?)?,
+    })
+}
+
+/// Applies one hit to its incident of `kind`; returns the incident id and transition.
+async fn apply_to_incident(
+    c: &mut SqliteConnection,
+    kind: IncidentKind,
+    hit: &Hit,
+    new_canary: bool,
+) -> Result<(Uuid, Transition)> {
+    let current = match kind {
+        IncidentKind::Canary => sqlx::query(
+            "SELECT id, severity FROM incidents WHERE kind = 'canary' AND canary_id = ? AND status <> 'resolved'",
+        )
+        .bind(hit.canary_id),
+        IncidentKind::Store => sqlx::query(
+            "SELECT id, severity FROM incidents WHERE kind = 'store' AND store_id = ? AND status <> 'resolved'",
+        )
+        .bind(hit.store_id),
+    }
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(backend)?
+    .map(|r| -> Result<OpenIncident> {
+        Ok(OpenIncident {
+            id: r.try_get("id").map_err(backend)?,
+            severity: parse_text(r.try_get("severity").map_err(backend)?)?,
+        })
+    })
+    .transpose()?;
+    let t = transition(current, hit.severity);
+    let at = ms(hit.received_at);
+    let id = match (t, current) {
+        (Transition::Opened, _) | (_, None) => {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO incidents (id, tenant_id, kind, canary_id, store_id, status, severity, hit_count, canary_count, first_seen, last_seen, last_hit_id)
+                 VALUES (?, ?, ?, ?, ?, 'open', ?, 1, 1, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(hit.tenant_id)
+            .bind(kind.as_str())
+            .bind((kind == IncidentKind::Canary).then_some(hit.canary_id))
+            .bind(hit.store_id)
+            .bind(hit.severity.as_str())
+            .bind(at)
+            .bind(at)
+            .bind(hit.id)
+            .execute(&mut *c)
+            .await
+            .map_err(backend)?;
+            id
+        }
+        (_, Some(cur)) => {
+            let severity = match t {
+                Transition::Escalated(s) => s,
+                _ => cur.severity,
+            };
+            sqlx::query(
+                "UPDATE incidents SET severity = ?, hit_count = hit_count + 1,
+                 canary_count = canary_count + ?, last_seen = MAX(last_seen, ?), last_hit_id = ?
+                 WHERE id = ?",
+            )
+            .bind(severity.as_str())
+            .bind(i64::from(new_canary && kind == IncidentKind::Store))
+            .bind(at)
+            .bind(hit.id)
+            .bind(cur.id)
+            .execute(&mut *c)
+            .await
+            .map_err(backend)?;
+            cur.id
+        }
+    };
+    if let Some(event) = event_type(kind, t) {
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, event_type, incident_id, hit_id, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(hit.tenant_id)
+        .bind(event)
+        .bind(id)
+        .bind(hit.id)
+        .bind(event_payload(kind, id, hit, t).to_string())
+        .bind(at)
+        .execute(&mut *c)
+        .await
+        .map_err(backend)?;
+    }
+    Ok((id, t))
+}
+
+async fn apply_hit(c: &mut SqliteConnection, hit: &Hit) -> Result<()> {
+    let (incident, t) = apply_to_incident(c, IncidentKind::Canary, hit, false).await?;
+    apply_to_incident(c, IncidentKind::Store, hit, t == Transition::Opened).await?;
+    sqlx::query(
+        "INSERT INTO hits (id, tenant_id, canary_id, store_id, incident_id, exchange, method, path, query, body_excerpt,
+            source_ip, forwarded_for, user_agent, client_fingerprint, signature_state, action_class, action_params, severity, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(hit.id)
+    .bind(hit.tenant_id)
+    .bind(hit.canary_id)
+    .bind(hit.store_id)
+    .bind(incident)
+    .bind(hit.exchange.as_str())
+    .bind(&hit.method)
+    .bind(&hit.path)
+    .bind(&hit.query)
+    .bind(&hit.body_excerpt)
+    .bind(&hit.source_ip)
+    .bind(&hit.forwarded_for)
+    .bind(&hit.user_agent)
+    .bind(&hit.client_fingerprint)
+    .bind(hit.signature_state.as_str())
+    .bind(&hit.action_class)
+    .bind(hit.action_params.to_string())
+    .bind(hit.severity.as_str())
+    .bind(ms(hit.received_at))
+    .execute(&mut *c)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn apply_unknown(c: &mut SqliteConnection, u: &UnknownUse) -> Result<()> {
+    let at = ms(u.at);
+    let distinct: i64 = sqlx::query_scalar(
+        "INSERT INTO unknown_sources (exchange, source, requests, distinct_keys, first_seen, last_seen)
+         VALUES (?, ?, 1, 0, ?, ?)
+         ON CONFLICT (exchange, source) DO UPDATE SET requests = requests + 1, last_seen = MAX(last_seen, excluded.last_seen)
+         RETURNING distinct_keys",
+    )
+    .bind(u.exchange.as_str())
+    .bind(&u.source)
+    .bind(at)
+    .bind(at)
+    .fetch_one(&mut *c)
+    .await
+    .map_err(backend)?;
+    if distinct < UNKNOWN_KEYS_PER_SOURCE {
+        let inserted = sqlx::query(
+            "INSERT INTO unknown_keys (exchange, source, key_hash, key_hint, malformed, first_path, first_user_agent, first_seen)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(u.exchange.as_str())
+        .bind(&u.source)
+        .bind(&u.key_hash[..])
+        .bind(&u.key_hint)
+        .bind(i64::from(u.malformed))
+        .bind(&u.path)
+        .bind(&u.user_agent)
+        .bind(at)
+        .execute(&mut *c)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query(
+                "UPDATE unknown_sources SET distinct_keys = distinct_keys + 1 WHERE exchange = ? AND source = ?",
+            )
+            .bind(u.exchange.as_str())
+            .bind(&u.source)
+            .execute(&mut *c)
+            .await
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteDatabase {
+    pub(crate) async fn trap_record(&self, batch: &[TrapEvent]) -> Result<()> {
+        let mut tx = self.writer().begin().await.map_err(backend)?;
+        for ev in batch {
+            match ev {
+                TrapEvent::Hit(h) => apply_hit(&mut tx, h).await?,
+                TrapEvent::Unknown(u) => apply_unknown(&mut tx, u).await?,
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    pub(crate) async fn trap_list_hits(&self, tenant: Uuid, f: &HitFilter) -> Result<Vec<Hit>> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT * FROM hits WHERE tenant_id = ");
+        q.push_bind(tenant);
+        if let Some(c) = f.canary_id {
+            q.push(" AND canary_id = ").push_bind(c);
+        }
+        if let Some(s) = f.store_id {
+            q.push(" AND store_id = ").push_bind(s);
+        }
+        if let Some(t) = f.since {
+            q.push(" AND received_at >= ").push_bind(ms(t));
+        }
+        if let Some(a) = f.page.after {
+            q.push(" AND id > ").push_bind(a);
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(f.page.limit));
+        q.build()
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(hit_row)
+            .collect()
+    }
+
+    pub(crate) async fn trap_get_incident(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Incident>> {
+        sqlx::query("SELECT * FROM incidents WHERE tenant_id = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(incident_row)
+            .transpose()
+    }
+
+    pub(crate) async fn trap_list_incidents(
+        &self,
+        tenant: Uuid,
+        f: &IncidentFilter,
+    ) -> Result<Vec<Incident>> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT * FROM incidents WHERE tenant_id = ");
+        q.push_bind(tenant);
+        if let Some(s) = f.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(k) = f.kind {
+            q.push(" AND kind = ").push_bind(k.as_str());
+        }
+        if let Some(s) = f.store_id {
+            q.push(" AND store_id = ").push_bind(s);
+        }
+        if let Some(a) = f.page.after {
+            q.push(" AND id > ").push_bind(a);
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(f.page.limit));
+        q.build()
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(incident_row)
+            .collect()
+    }
+
+    pub(crate) async fn trap_set_incident_status(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        status: IncidentStatus,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<Incident> {
+        let mut tx = self.writer().begin().await.map_err(backend)?;
+        // A resolved incident stays resolved; acknowledging keeps the first time.
+        let row = sqlx::query(
+            "UPDATE incidents SET
+               status = CASE WHEN status = 'resolved' THEN 'resolved' ELSE ? END,
+               acknowledged_at = CASE WHEN ? IN ('acknowledged', 'resolved') THEN COALESCE(acknowledged_at, ?) ELSE acknowledged_at END,
+               resolved_at = CASE WHEN ? = 'resolved' THEN COALESCE(resolved_at, ?) ELSE resolved_at END
+             WHERE tenant_id = ? AND id = ? RETURNING *",
+        )
+        .bind(status.as_str())
+        .bind(status.as_str())
+        .bind(ms(at))
+        .bind(status.as_str())
+        .bind(ms(at))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+        crate::insert_audit(&mut *tx, audit, at).await?;
+        tx.commit().await.map_err(backend)?;
+        incident_row(&row)
+    }
+
+    pub(crate) async fn trap_list_events(&self, tenant: Uuid, page: Page) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE tenant_id = ? AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(page.after)
+        .bind(page.after)
+        .bind(i64::from(page.limit))
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let payload: &str = r.try_get("payload").map_err(backend)?;
+                Ok(Event {
+                    id: r.try_get("id").map_err(backend)?,
+                    tenant_id: r.try_get("tenant_id").map_err(backend)?,
+                    event_type: r.try_get("event_type").map_err(backend)?,
+                    incident_id: r.try_get("incident_id").map_err(backend)?,
+                    hit_id: r.try_get("hit_id").map_err(backend)?,
+                    payload: serde_json::from_str(payload)
+                        .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+                    created_at: from_ms(r.try_get("created_at").map_err(backend)?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn trap_unknown_sources(&self, limit: u32) -> Result<Vec<UnknownSource>> {
+        let rows = sqlx::query("SELECT * FROM unknown_sources ORDER BY requests DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(self.reader())
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let exchange: &str = r.try_get("exchange").map_err(backend)?;
+                Ok(UnknownSource {
+                    exchange: exchange
+                        .parse()
+                        .map_err(|e: keytrap_core::UnknownExchange| {
+                            StoreError::Corrupt(e.to_string())
+                        })?,
+                    source: r.try_get("source").map_err(backend)?,
+                    requests: r.try_get("requests").map_err(backend)?,
+                    distinct_keys: r.try_get("distinct_keys").map_err(backend)?,
+                    first_seen: from_ms(r.try_get("first_seen").map_err(backend)?)?,
+                    last_seen: from_ms(r.try_get("last_seen").map_err(backend)?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn trap_put_order(&self, o: &TrapOrder) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO trap_orders (canary_id, order_id, client_order_id, symbol, side, order_type, price, amount, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(o.canary_id)
+        .bind(&o.order_id)
+        .bind(&o.client_order_id)
+        .bind(&o.symbol)
+        .bind(&o.side)
+        .bind(&o.order_type)
+        .bind(&o.price)
+        .bind(&o.amount)
+        .bind(&o.status)
+        .bind(ms(o.created_at))
+        .execute(self.writer())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict("order id".into())
+            }
+            _ => backend(e),
+        })?;
+        Ok(())
+    }
+
+    pub(crate) async fn trap_get_order(&self, canary: Uuid, id: &str) -> Result<Option<TrapOrder>> {
+        sqlx::query(
+            "SELECT * FROM trap_orders WHERE canary_id = ? AND (order_id = ? OR client_order_id = ?) LIMIT 1",
+        )
+        .bind(canary)
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(order_row)
+        .transpose()
+    }
+
+    pub(crate) async fn trap_list_orders(
+        &self,
+        canary: Uuid,
+        open_only: bool,
+    ) -> Result<Vec<TrapOrder>> {
+        sqlx::query(
+            "SELECT * FROM trap_orders WHERE canary_id = ? AND (? = 0 OR status = 'open') ORDER BY created_at, order_id",
+        )
+        .bind(canary)
+        .bind(i64::from(open_only))
+        .fetch_all(self.writer())
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(order_row)
+        .collect()
+    }
+
+    pub(crate) async fn trap_cancel_order(
+        &self,
+        canary: Uuid,
+        id: &str,
+    ) -> Result<Option<TrapOrder>> {
+        sqlx::query(
+            "UPDATE trap_orders SET status = CASE WHEN status = 'open' THEN 'cancelled' ELSE status END
+             WHERE canary_id = ? AND (order_id = ? OR client_order_id = ?) RETURNING *",
+        )
+        .bind(canary)
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(order_row)
+        .transpose()
+    }
+}
