@@ -6,6 +6,7 @@
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod incidents;
 mod meta;
 pub mod tokens;
 
@@ -53,6 +54,7 @@ pub struct AppState {
         (name = "stores", description = "Places canaries are planted in"),
         (name = "canaries", description = "Canary credentials"),
         (name = "tokens", description = "API tokens and tenants"),
+        (name = "incidents", description = "Hits, incidents and events recorded by the trap"),
         (name = "meta", description = "Health and documentation"),
     )
 )]
@@ -70,6 +72,12 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::create_tenant))
         .routes(routes!(tokens::list_audit))
+        .routes(routes!(incidents::list_hits))
+        .routes(routes!(incidents::list_incidents))
+        .routes(routes!(incidents::get_incident))
+        .routes(routes!(incidents::ack_incident))
+        .routes(routes!(incidents::resolve_incident))
+        .routes(routes!(incidents::list_events))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .split_for_parts()

@@ -95,6 +95,7 @@ async fn serve(database_url: String, api_listen: String) -> anyhow::Result<()> {
         api_listen: api_listen.parse()?,
         trap_listen: "127.0.0.1:0".parse()?,
         roles: vec![keytrap::config::Role::Api],
+        trap: Default::default(),
     };
     keytrap::serve::run(cfg).await
 }

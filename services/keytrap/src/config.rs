@@ -29,6 +29,9 @@ pub struct FileConfig {
     pub trap_listen: Option<SocketAddr>,
     pub roles: Option<Vec<Role>>,
     pub log_format: Option<LogFormat>,
+    /// `host = "exchange"` pairs for exchange-like hostnames.
+    pub trap_hosts: Option<std::collections::HashMap<String, String>>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -85,6 +88,16 @@ pub struct ServeArgs {
     /// Trap listen address (default 127.0.0.1:8701).
     #[arg(long, env = "KEYTRAP_TRAP_LISTEN")]
     pub trap_listen: Option<SocketAddr>,
+    /// Hostnames the trap answers as an exchange: `api.example-binance.com=binance,...`.
+    #[arg(long = "trap-host", env = "KEYTRAP_TRAP_HOSTS", value_delimiter = ',')]
+    pub trap_hosts: Vec<String>,
+    /// Proxies whose X-Forwarded-For the trap believes (CIDRs, comma-separated).
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYTRAP_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Everything `serve` and `migrate` need, after layering.
@@ -98,6 +111,7 @@ pub struct Resolved {
     pub api_listen: SocketAddr,
     pub trap_listen: SocketAddr,
     pub roles: Vec<Role>,
+    pub trap: keytrap_trap::TrapConfig,
 }
 
 fn env_secret(name: &str) -> anyhow::Result<Option<String>> {
@@ -130,6 +144,50 @@ pub fn resolve_storage(a: &StorageArgs, f: &FileConfig) -> anyhow::Result<Resolv
         api_listen: parse(DEFAULT_API_LISTEN)?,
         trap_listen: parse(DEFAULT_TRAP_LISTEN)?,
         roles: vec![Role::Api, Role::Trap, Role::Worker],
+        trap: keytrap_trap::TrapConfig::default(),
+    })
+}
+
+fn trap_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<keytrap_trap::TrapConfig> {
+    let mut hosts = std::collections::HashMap::new();
+    let pairs: Vec<(String, String)> = if a.trap_hosts.is_empty() {
+        f.trap_hosts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    } else {
+        a.trap_hosts
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(h, x)| (h.to_string(), x.to_string()))
+                    .with_context(|| format!("trap host {s:?} is not host=exchange"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    for (host, exchange) in pairs {
+        let x = exchange
+            .trim()
+            .parse::<keytrap_core::Exchange>()
+            .with_context(|| format!("trap host {host:?}"))?;
+        hosts.insert(host.trim().to_ascii_lowercase(), x);
+    }
+    let proxies = if a.trusted_proxies.is_empty() {
+        f.trusted_proxies.clone().unwrap_or_default()
+    } else {
+        a.trusted_proxies.clone()
+    };
+    let trusted_proxies = proxies
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()
+        .context("invalid trusted proxy")?;
+    Ok(keytrap_trap::TrapConfig {
+        hosts,
+        trusted_proxies,
     })
 }
 
@@ -150,6 +208,7 @@ pub fn resolve_serve(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<Resolved> 
         r.roles = roles;
     }
     r.roles.dedup();
+    r.trap = trap_config(a, f)?;
     Ok(r)
 }
 
@@ -166,6 +225,8 @@ mod tests {
             role: vec![],
             api_listen: None,
             trap_listen: None,
+            trap_hosts: vec![],
+            trusted_proxies: vec![],
         }
     }
 
@@ -185,6 +246,28 @@ mod tests {
         let r = resolve_serve(&args(None), &FileConfig::default()).expect("resolve");
         assert_eq!(r.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(r.roles.len(), 3);
+    }
+
+    #[test]
+    fn trap_hosts_and_proxies_parse_or_fail_clearly() {
+        let mut a = args(None);
+        a.trap_hosts = vec![
+            "API.Example-Binance.com=binance".into(),
+            "kc.example=kucoin".into(),
+        ];
+        a.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let r = resolve_serve(&a, &FileConfig::default()).expect("resolve");
+        assert_eq!(
+            r.trap.hosts.get("api.example-binance.com"),
+            Some(&keytrap_core::Exchange::Binance)
+        );
+        assert_eq!(r.trap.trusted_proxies.len(), 1);
+        a.trap_hosts = vec!["x.example=ftx".into()];
+        let e = resolve_serve(&a, &FileConfig::default()).expect_err("unknown exchange");
+        assert!(format!("{e:#}").contains("ftx"), "{e:#}");
+        a.trap_hosts = vec![];
+        a.trusted_proxies = vec!["10.0.0.0/99".into()];
+        assert!(resolve_serve(&a, &FileConfig::default()).is_err());
     }
 
     #[test]

@@ -207,7 +207,13 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (trap)", cfg.trap_listen))?;
         tracing::info!(addr = %cfg.trap_listen, "trap listening");
-        let app = keytrap_trap::router();
+        let trap = keytrap_trap::TrapState::new(
+            ready.state.db.clone(),
+            ready.state.keys.clone(),
+            cfg.trap.clone(),
+        );
+        tracing::info!(exchanges = ?trap.exchanges(), "trap emulators");
+        let app = keytrap_trap::router(trap);
         let rx = stop_rx.clone();
         tasks.spawn(async move {
             axum::serve(

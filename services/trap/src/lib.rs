@@ -1,17 +1,559 @@
 //! The trap: decoy exchange APIs. Each emulator (`src/<exchange>.rs`) implements
-//! [`emulator::Emulator`]; the shared request path records every use of a canary.
-//! Until the shared path lands, the router answers 404 for every request.
+//! [`emulator::Emulator`]; this module is the one request path they share.
+//!
+//! For every request: find the exchange (path prefix `/{exchange}/...` or the `Host`
+//! map), read the request within bounds, let the emulator answer public endpoints, and
+//! otherwise: find the presented key, look up its digest, derive credentials (a canary's,
+//! or a pseudo canary's for an unknown key, so both take the same work), check the
+//! signature, record a hit or an unknown-key sighting through the group commit, and only
+//! then answer: the exchange's refusal, or a funded account for a valid canary signature.
 
 pub mod emulator;
 pub mod market;
+pub mod recorder;
 
-use axum::http::StatusCode;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use chrono::Utc;
+use keytrap_core::{matches_key_format, Exchange, Keys};
+use keytrap_store::{Database, Hit, SignatureState, TrapEvent, TrapOrder, UnknownUse};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use emulator::{
+    Account, ActionClass, Emulator, Order, OrderBook, Rejection, SigCheck, TrapRequest,
+};
+pub use recorder::Recorder;
 
 /// Largest request body the trap reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Bounds on attacker-controlled evidence.
+const MAX_PATH: usize = 512;
+const MAX_QUERY: usize = 2_048;
+const MAX_BODY_EXCERPT: usize = 2_048;
+const MAX_HEADER_TEXT: usize = 256;
 
-/// The trap router. Today: 404 for every request.
-pub fn router() -> Router {
-    Router::new().fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
+/// A network in CIDR form, for trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        /// The address as (bits, width); IPv4-mapped IPv6 counts as IPv4.
+        fn bits(ip: IpAddr) -> (u128, u32) {
+            match ip {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => match v.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)), 32),
+                    None => (u128::from(v), 128),
+                },
+            }
+        }
+        let (a, wa) = bits(ip);
+        let (b, wb) = bits(self.addr);
+        if wa != wb {
+            return false;
+        }
+        let prefix = u32::from(self.prefix).min(wa);
+        let shift = wa - prefix;
+        // checked_shr: a /0 prefix shifts by the full width and matches everything.
+        a.checked_shr(shift).unwrap_or(0) == b.checked_shr(shift).unwrap_or(0)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.trim().split_once('/').unwrap_or((s.trim(), ""));
+        let addr: IpAddr = a.parse().map_err(|_| format!("invalid address in {s:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.parse::<u8>()
+                .ok()
+                .filter(|x| *x <= max)
+                .ok_or_else(|| format!("invalid prefix length in {s:?}"))?
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Trap settings from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TrapConfig {
+    /// `Host` (without port, lower case) -> exchange, for exchange-like hostnames.
+    pub hosts: HashMap<String, Exchange>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// What the trap's handlers share.
+pub struct TrapState {
+    pub db: Arc<dyn Database>,
+    pub keys: Keys,
+    pub recorder: Recorder,
+    pub config: TrapConfig,
+    emulators: HashMap<Exchange, Arc<dyn Emulator>>,
+}
+
+impl TrapState {
+    /// Builds the state and starts the group-commit writer on the current runtime.
+    pub fn new(db: Arc<dyn Database>, keys: Keys, config: TrapConfig) -> Arc<TrapState> {
+        let emulators = registry().into_iter().map(|e| (e.exchange(), e)).collect();
+        Arc::new(TrapState {
+            recorder: Recorder::spawn(db.clone()),
+            db,
+            keys,
+            config,
+            emulators,
+        })
+    }
+
+    /// Exchanges with an emulator.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        let mut v: Vec<_> = self.emulators.keys().copied().collect();
+        v.sort();
+        v
+    }
+}
+
+/// Every emulator the trap serves.
+fn registry() -> Vec<Arc<dyn Emulator>> {
+    vec![]
+}
+
+/// The trap router: every path goes through [`handle`].
+pub fn router(state: Arc<TrapState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+fn plain_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+/// Bounded, printable text: control characters (log injection) become `\u{fffd}`.
+fn bounded(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The client: the socket peer, or the rightmost untrusted hop of `X-Forwarded-For`
+/// when the peer is a trusted proxy.
+fn client_ip(peer: IpAddr, forwarded: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(chain) = forwarded else { return peer };
+    for hop in chain.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => continue,
+            Ok(ip) => return ip,
+            // Garbage in the chain: stop believing it.
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+/// Source key for unknown-key counting: IPv6 reduced to its /64.
+fn source_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v) if v.to_ipv4_mapped().is_none() => {
+            let s = v.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        IpAddr::V6(v) => v
+            .to_ipv4_mapped()
+            .map_or(ip.to_string(), |v4| v4.to_string()),
+        v4 => v4.to_string(),
+    }
+}
+
+/// What identifies the client software (ccxt's markers, see exchanges.md §0).
+fn fingerprint(req: &TrapRequest) -> Option<String> {
+    let ua = req.header("user-agent").unwrap_or("");
+    let hay = [
+        req.query.as_deref().unwrap_or(""),
+        std::str::from_utf8(&req.body).unwrap_or(""),
+    ];
+    let ccxt = ua.to_ascii_lowercase().contains("ccxt")
+        || req.header("kc-api-partner") == Some("ccxt")
+        || req.header("x-channel-api-code") == Some("p4sve")
+        || req.header("referer") == Some("CCXT")
+        || hay.iter().any(|h| {
+            h.contains("x-TKT5PX2F") || h.contains("6b9ad766b55dBCDE") || h.contains("ccxt-")
+        });
+    if ccxt {
+        Some("ccxt".into())
+    } else if ua.is_empty() {
+        None
+    } else {
+        Some(bounded(ua, 64))
+    }
+}
+
+/// A pseudo canary id for an unknown key, so it costs the same derivation as a canary.
+fn pseudo_id(digest: &[u8; 32]) -> Uuid {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_bytes(b)
+        .with_version(uuid::Version::SortRand)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
+}
+
+fn key_hint(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    bounded(&format!("{head}...{tail}"), 16)
+}
+
+fn severity(sig: SignatureState, action: ActionClass) -> keytrap_store::Severity {
+    use keytrap_store::Severity::*;
+    match (sig, action) {
+        (
+            SignatureState::Valid,
+            ActionClass::Trade
+            | ActionClass::Withdraw
+            | ActionClass::Transfer
+            | ActionClass::Address,
+        ) => Critical,
+        (SignatureState::Valid, _) => High,
+        _ => Low,
+    }
+}
+
+/// Reads the request within bounds and decides which exchange it is for.
+async fn read_request(
+    st: &TrapState,
+    req: Request,
+) -> Result<(TrapRequest, Arc<dyn Emulator>), Response> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let host_name = host
+        .rsplit_once(':')
+        .map_or(host.as_str(), |(h, _)| h)
+        .to_ascii_lowercase();
+    let full_path = parts.uri.path().to_string();
+    let (exchange, path) = match st.config.hosts.get(&host_name) {
+        Some(x) => (*x, full_path.clone()),
+        None => {
+            let rest = full_path.trim_start_matches('/');
+            let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let x = first.parse::<Exchange>().map_err(|_| plain_not_found())?;
+            (x, format!("/{tail}"))
+        }
+    };
+    let emu = st
+        .emulators
+        .get(&exchange)
+        .cloned()
+        .ok_or_else(plain_not_found)?;
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large").into_response())?;
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let source_ip = client_ip(peer, forwarded, &st.config.trusted_proxies);
+    Ok((
+        TrapRequest {
+            exchange,
+            method: parts.method,
+            path,
+            full_path,
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body,
+            host,
+            source_ip,
+            received_at: Utc::now(),
+        },
+        emu,
+    ))
+}
+
+async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Response {
+    let (req, emu) = match read_request(&st, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let key = emu.api_key(&req);
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return match emu.public(&req) {
+            Some(resp) => resp,
+            None => emu.reject(&req, Rejection::MissingKey),
+        };
+    };
+    let exchange = req.exchange;
+    if !matches_key_format(exchange, &key) {
+        let ok = st.recorder.record(unknown(&req, &key, true)).await;
+        return emu.reject(
+            &req,
+            if ok {
+                Rejection::MalformedKey
+            } else {
+                Rejection::Unavailable
+            },
+        );
+    }
+
+    // From here canary and unknown keys take the same steps until the signature is known.
+    let digest = st.keys.lookup_digest(exchange, &key);
+    let canary = match st.db.canary_by_digest(&digest).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "trap lookup failed");
+            return emu.reject(&req, Rejection::Unavailable);
+        }
+    };
+    let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
+    let creds = st.keys.credentials(exchange, id);
+    let sig = emu.check_signature(&req, &creds);
+
+    let Some(canary) = canary else {
+        let ok = st.recorder.record(unknown(&req, &key, false)).await;
+        return emu.reject(
+            &req,
+            if ok {
+                Rejection::UnknownKey
+            } else {
+                Rejection::Unavailable
+            },
+        );
+    };
+
+    let action = emu.classify(&req);
+    let signature_state = match sig {
+        SigCheck::Valid => SignatureState::Valid,
+        SigCheck::Missing => SignatureState::Missing,
+        SigCheck::Invalid(_) => SignatureState::Invalid,
+    };
+    let forwarded = req
+        .header("x-forwarded-for")
+        .map(|f| bounded(f, MAX_HEADER_TEXT));
+    let hit = Hit {
+        id: Uuid::now_v7(),
+        tenant_id: canary.tenant_id,
+        canary_id: canary.id,
+        store_id: canary.store_id,
+        incident_id: None,
+        exchange,
+        method: req.method.to_string(),
+        path: bounded(&req.path, MAX_PATH),
+        query: req.query.as_deref().map(|q| bounded(q, MAX_QUERY)),
+        body_excerpt: (!req.body.is_empty())
+            .then(|| bounded(&String::from_utf8_lossy(&req.body), MAX_BODY_EXCERPT)),
+        source_ip: req.source_ip.to_string(),
+        forwarded_for: forwarded,
+        user_agent: req
+            .header("user-agent")
+            .map(|u| bounded(u, MAX_HEADER_TEXT)),
+        client_fingerprint: fingerprint(&req),
+        signature_state,
+        action_class: action.class.as_str().to_string(),
+        action_params: action.params,
+        severity: severity(signature_state, action.class),
+        received_at: req.received_at,
+    };
+    if !st.recorder.record(TrapEvent::Hit(Box::new(hit))).await {
+        return emu.reject(&req, Rejection::Unavailable);
+    }
+    match sig {
+        SigCheck::Valid => {
+            let orders = DbOrderBook {
+                db: st.db.clone(),
+                canary: canary.id,
+            };
+            let account = Account {
+                canary_id: canary.id,
+                exchange,
+                credentials: &creds,
+                now: Utc::now(),
+                orders: &orders,
+            };
+            emu.private(&req, &account).await
+        }
+        SigCheck::Missing => emu.reject(&req, Rejection::MissingSignature),
+        SigCheck::Invalid(r) => emu.reject(&req, r),
+    }
+}
+
+fn unknown(req: &TrapRequest, key: &str, malformed: bool) -> TrapEvent {
+    TrapEvent::Unknown(UnknownUse {
+        exchange: req.exchange,
+        source: source_key(req.source_ip),
+        key_hash: Sha256::digest(key.as_bytes()).into(),
+        key_hint: key_hint(key),
+        malformed,
+        path: bounded(&req.path, MAX_PATH),
+        user_agent: req
+            .header("user-agent")
+            .map(|u| bounded(u, MAX_HEADER_TEXT)),
+        at: req.received_at,
+    })
+}
+
+/// Orders remembered in the database, per canary.
+struct DbOrderBook {
+    db: Arc<dyn Database>,
+    canary: Uuid,
+}
+
+fn to_order(o: TrapOrder) -> Order {
+    Order {
+        order_id: o.order_id,
+        client_order_id: o.client_order_id,
+        symbol: o.symbol,
+        side: o.side,
+        order_type: o.order_type,
+        price: o.price,
+        amount: o.amount,
+        status: o.status,
+        created_at: o.created_at,
+    }
+}
+
+#[async_trait::async_trait]
+impl OrderBook for DbOrderBook {
+    async fn place(&self, o: Order) -> Result<Order, String> {
+        let row = TrapOrder {
+            canary_id: self.canary,
+            order_id: bounded(&o.order_id, 64),
+            client_order_id: o.client_order_id.as_deref().map(|c| bounded(c, 64)),
+            symbol: bounded(&o.symbol, 32),
+            side: bounded(&o.side, 8),
+            order_type: bounded(&o.order_type, 32),
+            price: o.price.as_deref().map(|p| bounded(p, 40)),
+            amount: bounded(&o.amount, 40),
+            status: o.status.clone(),
+            created_at: o.created_at,
+        };
+        self.db.put_order(&row).await.map_err(|e| e.to_string())?;
+        Ok(to_order(row))
+    }
+
+    async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
+        let all = self
+            .db
+            .list_orders(self.canary, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(all
+            .into_iter()
+            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
+            .map(to_order)
+            .collect())
+    }
+
+    async fn get(&self, order_id: &str) -> Result<Option<Order>, String> {
+        self.db
+            .get_order(self.canary, order_id)
+            .await
+            .map(|o| o.map(to_order))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn cancel(&self, order_id: &str) -> Result<Option<Order>, String> {
+        self.db
+            .cancel_order(self.canary, order_id)
+            .await
+            .map(|o| o.map(to_order))
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let c: Cidr = "10.0.0.0/8".parse().expect("cidr");
+        assert!(c.contains(ip("10.1.2.3")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        assert!(
+            c.contains(ip("::ffff:10.9.9.9")),
+            "v4-mapped v6 matches v4 ranges"
+        );
+        let v6: Cidr = "fd00::/8".parse().expect("cidr");
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        let one: Cidr = "127.0.0.1".parse().expect("cidr");
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        // Untrusted peer: its X-Forwarded-For is ignored.
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), Some("1.2.3.4"), &trusted),
+            ip("198.51.100.1")
+        );
+        // Trusted peer: the rightmost untrusted hop wins (spoofed left entries ignored).
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.5"),
+                Some("6.6.6.6, 203.0.113.9, 10.0.0.7"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(ip("10.0.0.5"), None, &trusted), ip("10.0.0.5"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), Some("garbage"), &trusted),
+            ip("10.0.0.5")
+        );
+    }
+
+    #[test]
+    fn evidence_is_bounded_and_sources_aggregate_ipv6() {
+        assert_eq!(bounded("a\u{1b}[31mb\r\n", 100), "a\u{fffd}[31mb\u{fffd}\n");
+        assert_eq!(bounded(&"x".repeat(5000), 10).len(), 10);
+        assert_eq!(source_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(source_key(ip("203.0.113.9")), "203.0.113.9");
+        assert_eq!(key_hint("vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zv"), "vmPU...E2zv");
+        assert_eq!(key_hint("short"), "*****");
+    }
 }

@@ -1,0 +1,82 @@
+//! Group commit. Every authenticated trap request (canary hit or unknown key) hands its
+//! event to one writer task and waits until the transaction holding it has committed;
+//! only then does the trap answer. While one transaction commits, the next requests
+//! queue up and go into the following one, so the cost of a durable commit is shared by
+//! everything that arrived meanwhile, and an idle trap commits at once (no timer).
+//!
+//! Canary and unknown-key requests wait for the same commits: the answer to a canary is
+//! neither less durable nor slower than the answer to an unknown key.
+
+use std::sync::Arc;
+
+use keytrap_store::{Database, TrapEvent};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events in one transaction.
+const MAX_BATCH: usize = 512;
+/// Queued events before callers wait for room (bounds memory under a flood).
+const QUEUE: usize = 8_192;
+
+struct Job {
+    event: TrapEvent,
+    done: oneshot::Sender<bool>,
+}
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Recorder {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(db: Arc<dyn Database>) -> Recorder {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db, rx));
+        Recorder { tx }
+    }
+
+    /// Records `event` durably; `true` once committed, `false` if it could not be.
+    pub async fn record(&self, event: TrapEvent) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job { event, done }).await.is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+}
+
+async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<TrapEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        match db.record_trap_events(&events).await {
+            Ok(()) => {
+                for j in jobs.drain(..) {
+                    let _ = j.done.send(true);
+                }
+            }
+            Err(e) => {
+                // One bad event must not lose the others: retry each on its own.
+                tracing::error!(error = %e, batch = events.len(), "trap batch failed; retrying events one by one");
+                for j in jobs.drain(..) {
+                    let ok = db
+                        .record_trap_events(std::slice::from_ref(&j.event))
+                        .await
+                        .map_err(
+                            |e| tracing::error!(error = %e, "trap event could not be recorded"),
+                        )
+                        .is_ok();
+                    let _ = j.done.send(ok);
+                }
+            }
+        }
+    }
+}
