@@ -8,6 +8,7 @@
 //! signature, record a hit or an unknown-key sighting through the group commit, and only
 //! then answer: the exchange's refusal, or a funded account for a valid canary signature.
 
+pub mod binance;
 pub mod emulator;
 pub mod market;
 pub mod recorder;
@@ -130,7 +131,7 @@ impl TrapState {
 
 /// Every emulator the trap serves.
 fn registry() -> Vec<Arc<dyn Emulator>> {
-    vec![]
+    vec![Arc::new(binance::Binance)]
 }
 
 /// The trap router: every path goes through [`handle`].
