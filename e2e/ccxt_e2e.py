@@ -153,6 +153,11 @@ def check(exchange):
         raise AssertionError("fetch_balance with a wrong secret succeeded")
     except ccxt.AuthenticationError:
         pass
+    except ccxt.ExchangeError as e:
+        # Real Kraken answers a wrong secret with EAPI:Invalid signature, which ccxt does
+        # not map to AuthenticationError (Kraken's API error docs; ccxt issue #5128).
+        if not (exchange == "kraken" and "EAPI:Invalid signature" in str(e)):
+            raise
     low = [h for h in hits_for(canary["id"]) if h["signature_state"] != "valid"]
     assert low and all(h["severity"] == "low" for h in low), "no low hit for the wrong secret"
     return len(hits)

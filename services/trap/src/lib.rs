@@ -9,7 +9,11 @@
 //! then answer: the exchange's refusal, or a funded account for a valid canary signature.
 
 pub mod binance;
+pub mod bybit;
+pub mod coinbase;
+pub mod coinbase_exchange;
 pub mod emulator;
+pub mod kraken;
 pub mod market;
 pub mod recorder;
 
@@ -131,7 +135,13 @@ impl TrapState {
 
 /// Every emulator the trap serves.
 fn registry() -> Vec<Arc<dyn Emulator>> {
-    vec![Arc::new(binance::Binance)]
+    vec![
+        Arc::new(binance::Binance),
+        Arc::new(bybit::Bybit),
+        Arc::new(kraken::Kraken),
+        Arc::new(coinbase::Coinbase),
+        Arc::new(coinbase_exchange::CoinbaseExchange),
+    ]
 }
 
 /// The trap router: every path goes through [`handle`].
@@ -314,12 +324,12 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let key = emu.api_key(&req);
-    let Some(key) = key.filter(|k| !k.is_empty()) else {
-        return match emu.public(&req) {
-            Some(resp) => resp,
-            None => emu.reject(&req, Rejection::MissingKey),
-        };
+    let key = emu.api_key(&req).filter(|k| !k.is_empty());
+    // Public endpoints answer whether or not a key comes along (some SDKs send it on
+    // market-data calls); a presented key is still recorded as evidence below.
+    let public = emu.public(&req);
+    let Some(key) = key else {
+        return public.unwrap_or_else(|| emu.reject(&req, Rejection::MissingKey));
     };
     let exchange = req.exchange;
     if !matches_key_format(exchange, &key) {
@@ -394,6 +404,9 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     };
     if !st.recorder.record(TrapEvent::Hit(Box::new(hit))).await {
         return emu.reject(&req, Rejection::Unavailable);
+    }
+    if let Some(resp) = public {
+        return resp;
     }
     match sig {
         SigCheck::Valid => {
