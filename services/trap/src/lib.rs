@@ -14,7 +14,9 @@ pub mod coinbase;
 pub mod coinbase_exchange;
 pub mod emulator;
 pub mod kraken;
+pub mod kucoin;
 pub mod market;
+pub mod okx;
 pub mod recorder;
 
 use std::collections::HashMap;
@@ -139,6 +141,8 @@ fn registry() -> Vec<Arc<dyn Emulator>> {
         Arc::new(binance::Binance),
         Arc::new(bybit::Bybit),
         Arc::new(kraken::Kraken),
+        Arc::new(kucoin::Kucoin),
+        Arc::new(okx::Okx),
         Arc::new(coinbase::Coinbase),
         Arc::new(coinbase_exchange::CoinbaseExchange),
     ]
