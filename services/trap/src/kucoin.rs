@@ -1280,7 +1280,7 @@ impl Emulator for Kucoin {
 #[cfg(test)]
 pub(crate) mod testkit {
     //! A tiny HTTP server running one emulator with one canary, for driving it with
-    //! the real ccxt (`e2e/check_*.py`): `KT_SERVE_SECS=120 cargo test -p keytrap-trap
+    //! real ccxt (see `e2e/ccxt_e2e.py` for the full run against `keytrap serve`): `KT_SERVE_SECS=120 cargo test -p keytrap-trap
     //! serve_kucoin -- --ignored --nocapture`.
     #![allow(clippy::unwrap_used)]
 
