@@ -47,36 +47,38 @@ impl Recorder {
 }
 
 async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut events: Vec<TrapEvent> = Vec::with_capacity(MAX_BATCH);
+    let mut waiters: Vec<oneshot::Sender<bool>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(Job { event, done }) = next.take() {
+            events.push(event);
+            waiters.push(done);
+            if events.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        let events: Vec<TrapEvent> = jobs.iter().map(|j| j.event.clone()).collect();
         match db.record_trap_events(&events).await {
             Ok(()) => {
-                for j in jobs.drain(..) {
-                    let _ = j.done.send(true);
+                for w in waiters.drain(..) {
+                    let _ = w.send(true);
                 }
             }
             Err(e) => {
                 // One bad event must not lose the others: retry each on its own.
                 tracing::error!(error = %e, batch = events.len(), "trap batch failed; retrying events one by one");
-                for j in jobs.drain(..) {
+                for (event, w) in events.iter().zip(waiters.drain(..)) {
                     let ok = db
-                        .record_trap_events(std::slice::from_ref(&j.event))
+                        .record_trap_events(std::slice::from_ref(event))
                         .await
                         .map_err(
                             |e| tracing::error!(error = %e, "trap event could not be recorded"),
                         )
                         .is_ok();
-                    let _ = j.done.send(ok);
+                    let _ = w.send(ok);
                 }
             }
         }
+        events.clear();
     }
 }
