@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     pub api_listen: Option<SocketAddr>,
     pub trap_listen: Option<SocketAddr>,
+    pub health_listen: Option<SocketAddr>,
+    pub header_read_timeout_secs: Option<u64>,
     pub roles: Option<Vec<Role>>,
     pub log_format: Option<LogFormat>,
     /// `host = "exchange"` pairs for exchange-like hostnames.
@@ -88,6 +90,14 @@ pub struct ServeArgs {
     /// Trap listen address (default 127.0.0.1:8701).
     #[arg(long, env = "KEYTRAP_TRAP_LISTEN")]
     pub trap_listen: Option<SocketAddr>,
+    /// Health listener (`/healthz`, `/readyz`, `/metrics`) for any role; off unless set.
+    /// The trap's own port serves exchange paths only.
+    #[arg(long, env = "KEYTRAP_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Seconds a client has to send its request head before the connection is closed
+    /// (default 10).
+    #[arg(long, env = "KEYTRAP_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
     /// Hostnames the trap answers as an exchange: `api.example-binance.com=binance,...`.
     #[arg(long = "trap-host", env = "KEYTRAP_TRAP_HOSTS", value_delimiter = ',')]
     pub trap_hosts: Vec<String>,
@@ -110,6 +120,8 @@ pub struct Resolved {
     pub admin_token: Option<String>,
     pub api_listen: SocketAddr,
     pub trap_listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
+    pub http: crate::http::Limits,
     pub roles: Vec<Role>,
     pub trap: keytrap_trap::TrapConfig,
 }
@@ -143,6 +155,8 @@ pub fn resolve_storage(a: &StorageArgs, f: &FileConfig) -> anyhow::Result<Resolv
         admin_token: env_secret("KEYTRAP_ADMIN_TOKEN")?.or_else(|| f.admin_token.clone()),
         api_listen: parse(DEFAULT_API_LISTEN)?,
         trap_listen: parse(DEFAULT_TRAP_LISTEN)?,
+        health_listen: None,
+        http: crate::http::Limits::default(),
         roles: vec![Role::Api, Role::Trap, Role::Worker],
         trap: keytrap_trap::TrapConfig::default(),
     })
@@ -199,6 +213,13 @@ pub fn resolve_serve(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<Resolved> 
     if let Some(x) = a.trap_listen.or(f.trap_listen) {
         r.trap_listen = x;
     }
+    r.health_listen = a.health_listen.or(f.health_listen);
+    if let Some(secs) = a.header_read_timeout_secs.or(f.header_read_timeout_secs) {
+        if secs == 0 {
+            bail!("header read timeout must be at least 1 second");
+        }
+        r.http.header_read_timeout = std::time::Duration::from_secs(secs);
+    }
     let roles = if a.role.is_empty() {
         f.roles.clone().unwrap_or_default()
     } else {
@@ -207,7 +228,12 @@ pub fn resolve_serve(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<Resolved> 
     if !roles.is_empty() {
         r.roles = roles;
     }
-    r.roles.dedup();
+    let mut seen = Vec::with_capacity(r.roles.len());
+    r.roles.retain(|x| {
+        let new = !seen.contains(x);
+        seen.push(*x);
+        new
+    });
     r.trap = trap_config(a, f)?;
     Ok(r)
 }
@@ -225,6 +251,8 @@ mod tests {
             role: vec![],
             api_listen: None,
             trap_listen: None,
+            health_listen: None,
+            header_read_timeout_secs: None,
             trap_hosts: vec![],
             trusted_proxies: vec![],
         }

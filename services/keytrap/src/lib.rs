@@ -2,5 +2,7 @@
 //! the benchmark and tests can run the real server code.
 
 pub mod config;
+pub mod health;
+pub mod http;
 pub mod mint;
 pub mod serve;

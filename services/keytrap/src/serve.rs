@@ -141,6 +141,12 @@ pub async fn prepare(cfg: &Resolved) -> anyhow::Result<Ready> {
     })
 }
 
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -188,24 +194,20 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
 
+    let mut recorder = None;
     if cfg.roles.contains(&Role::Api) {
-        let listener = TcpListener::bind(cfg.api_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (api)", cfg.api_listen))?;
+        let listener = bind(cfg.api_listen, "api").await?;
         tracing::info!(addr = %cfg.api_listen, backend = ready.state.db.backend(), "management API listening");
         let app = keytrap_api::router(ready.state.clone());
-        let rx = stop_rx.clone();
+        let (rx, limits) = (stop_rx.clone(), cfg.http);
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(wait_stop(rx))
+            crate::http::serve(listener, app, limits, wait_stop(rx))
                 .await
                 .context("api server failed")
         });
     }
     if cfg.roles.contains(&Role::Trap) {
-        let listener = TcpListener::bind(cfg.trap_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (trap)", cfg.trap_listen))?;
+        let listener = bind(cfg.trap_listen, "trap").await?;
         tracing::info!(addr = %cfg.trap_listen, "trap listening");
         let trap = keytrap_trap::TrapState::new(
             ready.state.db.clone(),
@@ -213,16 +215,28 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
             cfg.trap.clone(),
         );
         tracing::info!(exchanges = ?trap.exchanges(), "trap emulators");
+        recorder = Some(trap.recorder.clone());
         let app = keytrap_trap::router(trap);
-        let rx = stop_rx.clone();
+        let (rx, limits) = (stop_rx.clone(), cfg.http);
         tasks.spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(wait_stop(rx))
-            .await
-            .context("trap server failed")
+            crate::http::serve(listener, app, limits, wait_stop(rx))
+                .await
+                .context("trap server failed")
+        });
+    }
+    if let Some(addr) = cfg.health_listen {
+        let listener = bind(addr, "health").await?;
+        tracing::info!(%addr, "health listening");
+        let app = crate::health::router(crate::health::Health {
+            db: ready.state.db.clone(),
+            roles: cfg.roles.clone(),
+            recorder,
+        });
+        let (rx, limits) = (stop_rx.clone(), cfg.http);
+        tasks.spawn(async move {
+            crate::http::serve(listener, app, limits, wait_stop(rx))
+                .await
+                .context("health server failed")
         });
     }
     if cfg.roles.contains(&Role::Worker) {

@@ -535,3 +535,112 @@ async fn postgres_serve_needs_a_master_key_and_works() {
     assert!(s.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Slow clients and oversized heads cannot hold the trap: a request head not sent within
+/// the header-read timeout closes the connection; a head over the limit is refused with
+/// 431; the health listener answers probes and metrics on its own port, and the trap's
+/// port does not serve health paths (they would mark it as not an exchange).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_big_heads_and_the_health_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir();
+    let health_port = free_port();
+    let health = format!("127.0.0.1:{health_port}");
+    let mut s = Server::start(
+        &dir,
+        &[
+            ("KEYTRAP_HEALTH_LISTEN", health.as_str()),
+            ("KEYTRAP_HEADER_READ_TIMEOUT_SECS", "1"),
+        ],
+        &[],
+    );
+    s.wait_ready().await;
+    let trap_addr = s.trap.trim_start_matches("http://").to_string();
+
+    // Slowloris: half a request head, then silence. The server must close the
+    // connection soon after the 1 s timeout (read returns 0 or an error), not wait.
+    let mut slow = tokio::net::TcpStream::connect(&trap_addr).await.unwrap();
+    slow.write_all(b"GET /binance/api/v3/account HTTP/1.1\r\nHost: x\r\nX-MBX-APIKEY: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf)).await;
+    let waited = started.elapsed();
+    match read {
+        Ok(Ok(n)) => {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                n == 0 || text.starts_with("HTTP/1.1 408"),
+                "unexpected answer: {text}"
+            );
+        }
+        Ok(Err(_)) => {}
+        Err(_) => panic!("a client that never finished its headers was kept for 10 s"),
+    }
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed before the timeout: {waited:?}"
+    );
+
+    // A 100 KiB header is refused (431) without the server falling over.
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/binance/api/v3/account", s.trap))
+        .header("X-Filler", "a".repeat(100 * 1024))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status().as_u16(), 431, "oversized head must be refused");
+    }
+    // ... and the trap still answers normally afterwards.
+    let r = client
+        .get(format!("{}/binance/api/v3/time", s.trap))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The health listener.
+    let r = client
+        .get(format!("http://{health}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("http://{health}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = client
+        .get(format!("http://{health}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("keytrap_database_up{backend=\"sqlite\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("keytrap_role{role=\"trap\"} 1"), "{text}");
+    assert!(
+        text.contains("keytrap_trap_events_committed_total"),
+        "{text}"
+    );
+    // The trap's port has no health paths: it answers like a web server that does not
+    // know them.
+    let r = client
+        .get(format!("{}/healthz", s.trap))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@
 //! Canary and unknown-key requests wait for the same commits: the answer to a canary is
 //! neither less durable nor slower than the answer to an unknown key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keytrap_store::{Database, TrapEvent};
@@ -26,14 +27,32 @@ struct Job {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of the writer, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events committed.
+    pub committed: AtomicU64,
+    /// Events that could not be recorded (their requests got "unavailable").
+    pub failed: AtomicU64,
+    /// Transactions committed (events / batches = the group-commit sharing).
+    pub batches: AtomicU64,
 }
 
 impl Recorder {
     /// Starts the writer task on the current runtime.
     pub fn spawn(db: Arc<dyn Database>) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, rx));
-        Recorder { tx }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(run(db, rx, stats.clone()));
+        Recorder { tx, stats }
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Records `event` durably; `true` once committed, `false` if it could not be.
@@ -46,7 +65,7 @@ impl Recorder {
     }
 }
 
-async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>) {
+async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
     let mut events: Vec<TrapEvent> = Vec::with_capacity(MAX_BATCH);
     let mut waiters: Vec<oneshot::Sender<bool>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -60,6 +79,10 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>) {
         }
         match db.record_trap_events(&events).await {
             Ok(()) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .committed
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 for w in waiters.drain(..) {
                     let _ = w.send(true);
                 }
@@ -75,6 +98,13 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>) {
                             |e| tracing::error!(error = %e, "trap event could not be recorded"),
                         )
                         .is_ok();
+                    let counter = if ok {
+                        stats.batches.fetch_add(1, Ordering::Relaxed);
+                        &stats.committed
+                    } else {
+                        &stats.failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let _ = w.send(ok);
                 }
             }
