@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use keytrap_store::Database;
-use keytrap_trap::Recorder;
+use keytrap_trap::TrapState;
 
 use crate::config::Role;
 
@@ -21,8 +21,8 @@ use crate::config::Role;
 pub struct Health {
     pub db: Arc<dyn Database>,
     pub roles: Vec<Role>,
-    /// The trap's group-commit writer, when the trap role runs here.
-    pub recorder: Option<Recorder>,
+    /// The trap, when the trap role runs here.
+    pub trap: Option<Arc<TrapState>>,
 }
 
 pub fn router(h: Health) -> Router {
@@ -82,8 +82,15 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
         };
         let _ = writeln!(out, "keytrap_role{{role=\"{name}\"}} 1");
     }
-    if let Some(r) = &h.recorder {
-        let s = r.stats();
+    if let Some(t) = &h.trap {
+        let _ = writeln!(out, "# HELP keytrap_trap_idle_floor_seconds How long idle trap answers are held (timing stealth).");
+        let _ = writeln!(out, "# TYPE keytrap_trap_idle_floor_seconds gauge");
+        let _ = writeln!(
+            out,
+            "keytrap_trap_idle_floor_seconds {}",
+            t.equalizer.floor().as_secs_f64()
+        );
+        let s = t.recorder.stats();
         for (name, help, v) in [
             (
                 "keytrap_trap_events_committed_total",

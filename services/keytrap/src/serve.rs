@@ -194,7 +194,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
 
-    let mut recorder = None;
+    let mut trap_state = None;
     if cfg.roles.contains(&Role::Api) {
         let listener = bind(cfg.api_listen, "api").await?;
         tracing::info!(addr = %cfg.api_listen, backend = ready.state.db.backend(), "management API listening");
@@ -215,7 +215,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
             cfg.trap.clone(),
         );
         tracing::info!(exchanges = ?trap.exchanges(), "trap emulators");
-        recorder = Some(trap.recorder.clone());
+        trap_state = Some(trap.clone());
         let app = keytrap_trap::router(trap);
         let (rx, limits) = (stop_rx.clone(), cfg.http);
         tasks.spawn(async move {
@@ -230,7 +230,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         let app = crate::health::router(crate::health::Health {
             db: ready.state.db.clone(),
             roles: cfg.roles.clone(),
-            recorder,
+            trap: trap_state,
         });
         let (rx, limits) = (stop_rx.clone(), cfg.http);
         tasks.spawn(async move {

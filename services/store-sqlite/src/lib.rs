@@ -614,6 +614,10 @@ impl Database for SqliteDatabase {
         self.trap_list_orders(canary, open_only).await
     }
 
+    async fn advance_nonce(&self, canary: Uuid, nonce: u64) -> Result<bool> {
+        self.trap_advance_nonce(canary, nonce).await
+    }
+
     async fn cancel_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>> {
         self.trap_cancel_order(canary, order_id).await
     }

@@ -491,4 +491,23 @@ impl SqliteDatabase {
         .map(order_row)
         .transpose()
     }
+
+    pub(crate) async fn trap_advance_nonce(&self, canary: Uuid, nonce: u64) -> Result<bool> {
+        // SQLite integers are 64-bit signed; no client sends a nonce above i64::MAX
+        // (ms or µs since 1970), and such a nonce is refused as stale.
+        let Ok(n) = i64::try_from(nonce) else {
+            return Ok(false);
+        };
+        let done = sqlx::query(
+            "INSERT INTO trap_nonces (canary_id, last_nonce) VALUES (?, ?)
+             ON CONFLICT (canary_id) DO UPDATE SET last_nonce = excluded.last_nonce
+             WHERE trap_nonces.last_nonce < excluded.last_nonce",
+        )
+        .bind(canary)
+        .bind(n)
+        .execute(self.writer())
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

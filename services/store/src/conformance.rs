@@ -29,6 +29,7 @@ macro_rules! conformance_suite {
             trap_batch_is_all_or_nothing,
             trap_unknown_keys_are_counted_and_bounded,
             trap_orders_are_remembered_per_canary,
+            trap_nonces_strictly_increase_per_canary,
             incident_status_is_scoped_and_audited,
         );
     };
@@ -771,6 +772,46 @@ pub async fn trap_orders_are_remembered_per_canary(db: &dyn Database) {
     assert!(db.list_orders(cs[0].id, true).await.unwrap().is_empty());
     assert_eq!(db.list_orders(cs[0].id, false).await.unwrap().len(), 1);
     assert!(db.cancel_order(cs[0].id, "nope").await.unwrap().is_none());
+}
+
+pub async fn trap_nonces_strictly_increase_per_canary(db: &dyn Database) {
+    let (_, _, cs) = planted(db, 350).await;
+    assert!(
+        db.advance_nonce(cs[0].id, 1_616_492_376_594).await.unwrap(),
+        "first nonce"
+    );
+    assert!(
+        !db.advance_nonce(cs[0].id, 1_616_492_376_594).await.unwrap(),
+        "replay"
+    );
+    assert!(
+        !db.advance_nonce(cs[0].id, 1_616_492_376_000).await.unwrap(),
+        "older"
+    );
+    assert!(
+        db.advance_nonce(cs[0].id, 1_616_492_376_595).await.unwrap(),
+        "larger"
+    );
+    // Per canary: another key starts from nothing.
+    assert!(db.advance_nonce(cs[1].id, 5).await.unwrap());
+    assert!(!db.advance_nonce(cs[1].id, 5).await.unwrap());
+    // Beyond what any client sends: refused, not an error.
+    assert!(!db.advance_nonce(cs[1].id, u64::MAX).await.unwrap());
+    // Concurrent presentations of one nonce (polled together, interleaving at the
+    // database): exactly one wins.
+    let n = 1_700_000_000_000_u64;
+    let id = cs[2].id;
+    let (a, b, c, d) = tokio::join!(
+        db.advance_nonce(id, n),
+        db.advance_nonce(id, n),
+        db.advance_nonce(id, n),
+        db.advance_nonce(id, n)
+    );
+    let wins = [a, b, c, d]
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
 }
 
 pub async fn incident_status_is_scoped_and_audited(db: &dyn Database) {

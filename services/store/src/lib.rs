@@ -125,4 +125,9 @@ pub trait Database: Send + Sync + 'static {
     /// Marks an open order cancelled and returns it; `None` if the canary has no such
     /// order (by order id or client order id).
     async fn cancel_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>>;
+    /// For exchanges whose nonce must strictly increase per key (Kraken): stores `nonce`
+    /// as the canary's last one and returns `true` if it is larger than the last one
+    /// seen; `false` (nothing changed) for a replayed or stale nonce. Atomic, so
+    /// concurrent trap replicas agree.
+    async fn advance_nonce(&self, canary: Uuid, nonce: u64) -> Result<bool>;
 }

@@ -246,6 +246,13 @@ pub trait Emulator: Send + Sync {
     /// What the request tries to do, with its evidence.
     fn classify(&self, req: &TrapRequest) -> Action;
 
+    /// For exchanges whose nonce must strictly increase per key (Kraken): the request's
+    /// nonce. The shared path checks it against the canary's last one once the signature
+    /// is valid, and answers [`Rejection::StaleTimestamp`] for a replayed or old nonce.
+    fn nonce(&self, _req: &TrapRequest) -> Option<u64> {
+        None
+    }
+
     /// The answer to a validly signed private request: a funded, real-looking account.
     async fn private(&self, req: &TrapRequest, account: &Account<'_>) -> Response;
 }

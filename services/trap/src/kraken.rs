@@ -12,9 +12,9 @@
 //!
 //! Nonce: Kraken requires it to increase strictly per key. An emulator is a pure
 //! function of the request, so [`Emulator::check_signature`] only checks that the nonce
-//! is a sane positive integer; per-key monotonicity needs state in the trap (the last
-//! nonce per canary), which answers [`Rejection::StaleTimestamp`] ("EAPI:Invalid
-//! nonce") itself.
+//! is a sane positive integer; [`Emulator::nonce`] hands it to the shared path, which
+//! keeps the last nonce per canary in the database (shared by trap replicas) and answers
+//! [`Rejection::StaleTimestamp`] ("EAPI:Invalid nonce") for a replayed or older one.
 //!
 //! Errors: HTTP 200 with `{"error":["EAPI:Invalid key"]}` and the like; success is
 //! `{"error":[],"result":...}`. Naming: Kraken's legacy asset ids (`XXBT`, `XETH`,
@@ -632,6 +632,10 @@ impl Emulator for Kraken {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         }
         SigCheck::Valid
+    }
+
+    fn nonce(&self, req: &TrapRequest) -> Option<u64> {
+        nonce_of(req).filter(|n| sane_nonce(n))?.parse().ok()
     }
 
     fn reject(&self, _req: &TrapRequest, why: Rejection) -> Response {

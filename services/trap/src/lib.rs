@@ -18,10 +18,12 @@ pub mod kucoin;
 pub mod market;
 pub mod okx;
 pub mod recorder;
+pub mod stealth;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -111,6 +113,8 @@ pub struct TrapState {
     pub keys: Keys,
     pub recorder: Recorder,
     pub config: TrapConfig,
+    /// Holds idle answers so canary and unknown keys answer alike (see [`stealth`]).
+    pub equalizer: stealth::Equalizer,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
 }
 
@@ -123,8 +127,25 @@ impl TrapState {
             db,
             keys,
             config,
+            equalizer: stealth::Equalizer::default(),
             emulators,
         })
+    }
+
+    /// Records `event` through the group commit, then holds the answer as long as
+    /// [`stealth`] says, so that canary hits and unknown keys answer alike at idle.
+    /// `true` once the event is durably committed.
+    async fn record(&self, event: TrapEvent, started: Instant) -> bool {
+        let is_hit = matches!(event, TrapEvent::Hit(_));
+        let commit = self.recorder.record(event).await;
+        let took = started.elapsed();
+        if is_hit && commit.ok && commit.batch == 1 {
+            self.equalizer.observe_hit(took);
+        }
+        if let Some(hold) = self.equalizer.hold(took, commit.batch) {
+            tokio::time::sleep(hold).await;
+        }
+        commit.ok
     }
 
     /// Exchanges with an emulator.
@@ -324,6 +345,7 @@ async fn read_request(
 }
 
 async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Response {
+    let started = Instant::now();
     let (req, emu) = match read_request(&st, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -337,7 +359,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     };
     let exchange = req.exchange;
     if !matches_key_format(exchange, &key) {
-        let ok = st.recorder.record(unknown(&req, &key, true)).await;
+        let ok = st.record(unknown(&req, &key, true), started).await;
         return emu.reject(
             &req,
             if ok {
@@ -359,10 +381,10 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     };
     let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
     let creds = st.keys.credentials(exchange, id);
-    let sig = emu.check_signature(&req, &creds);
+    let mut sig = emu.check_signature(&req, &creds);
 
     let Some(canary) = canary else {
-        let ok = st.recorder.record(unknown(&req, &key, false)).await;
+        let ok = st.record(unknown(&req, &key, false), started).await;
         return emu.reject(
             &req,
             if ok {
@@ -373,6 +395,20 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
         );
     };
 
+    if sig == SigCheck::Valid {
+        if let Some(nonce) = emu.nonce(&req) {
+            match st.db.advance_nonce(canary.id, nonce).await {
+                Ok(true) => {}
+                // A replayed or old nonce: the exchange refuses it, and so do we (the hit
+                // is still recorded, as a refused request).
+                Ok(false) => sig = SigCheck::Invalid(Rejection::StaleTimestamp),
+                Err(e) => {
+                    tracing::error!(error = %e, "trap nonce check failed");
+                    return emu.reject(&req, Rejection::Unavailable);
+                }
+            }
+        }
+    }
     let action = emu.classify(&req);
     let signature_state = match sig {
         SigCheck::Valid => SignatureState::Valid,
@@ -406,7 +442,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
         severity: severity(signature_state, action.class),
         received_at: req.received_at,
     };
-    if !st.recorder.record(TrapEvent::Hit(Box::new(hit))).await {
+    if !st.record(TrapEvent::Hit(Box::new(hit)), started).await {
         return emu.reject(&req, Rejection::Unavailable);
     }
     if let Some(resp) = public {

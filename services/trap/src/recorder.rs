@@ -20,7 +20,16 @@ const QUEUE: usize = 8_192;
 
 struct Job {
     event: TrapEvent,
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Commit>,
+}
+
+/// How an event's commit went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// The event is durably recorded.
+    pub ok: bool,
+    /// Events in the transaction that held it (1 when the trap was otherwise idle).
+    pub batch: usize,
 }
 
 /// Handle to the writer task. Cheap to clone.
@@ -55,19 +64,23 @@ impl Recorder {
         &self.stats
     }
 
-    /// Records `event` durably; `true` once committed, `false` if it could not be.
-    pub async fn record(&self, event: TrapEvent) -> bool {
+    /// Records `event` durably; `ok` once committed, not `ok` if it could not be.
+    pub async fn record(&self, event: TrapEvent) -> Commit {
+        let failed = Commit {
+            ok: false,
+            batch: 1,
+        };
         let (done, wait) = oneshot::channel();
         if self.tx.send(Job { event, done }).await.is_err() {
-            return false;
+            return failed;
         }
-        wait.await.unwrap_or(false)
+        wait.await.unwrap_or(failed)
     }
 }
 
 async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
     let mut events: Vec<TrapEvent> = Vec::with_capacity(MAX_BATCH);
-    let mut waiters: Vec<oneshot::Sender<bool>> = Vec::with_capacity(MAX_BATCH);
+    let mut waiters: Vec<oneshot::Sender<Commit>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(Job { event, done }) = next.take() {
@@ -77,6 +90,7 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stat
                 next = rx.try_recv().ok();
             }
         }
+        let batch = events.len();
         match db.record_trap_events(&events).await {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +98,7 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stat
                     .committed
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 for w in waiters.drain(..) {
-                    let _ = w.send(true);
+                    let _ = w.send(Commit { ok: true, batch });
                 }
             }
             Err(e) => {
@@ -105,7 +119,7 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stat
                         &stats.failed
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = w.send(ok);
+                    let _ = w.send(Commit { ok, batch: 1 });
                 }
             }
         }
