@@ -800,7 +800,7 @@ pub async fn trap_nonces_strictly_increase_per_canary(db: &dyn Database) {
     // Concurrent presentations of one nonce (polled together, interleaving at the
     // database): exactly one wins.
     let n = 1_700_000_000_000_u64;
-    let id = cs[2].id;
+    let id = cs[0].id;
     let (a, b, c, d) = tokio::join!(
         db.advance_nonce(id, n),
         db.advance_nonce(id, n),
