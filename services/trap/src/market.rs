@@ -2,6 +2,7 @@
 //! markets with plausible prices, and balances derived deterministically from the canary
 //! id, so repeated calls agree and two canaries do not look alike.
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// A spot market: base, quote, a plausible last price, price and quantity decimals.
@@ -114,31 +115,129 @@ pub fn balances(canary: Uuid) -> Vec<(&'static str, f64)> {
     out
 }
 
-/// A deterministic, plausible deposit address for a coin and network.
+/// A deterministic, valid-looking deposit address for a coin and network: the bytes
+/// come from SHA-256 of the canary id, coin and network; the encoding is each network's
+/// own (base58check with the network's version byte for TRX, DOGE and XRP, bech32 with
+/// its checksum for BTC and LTC, 32-byte base58 for SOL), so address validators accept it.
 pub fn deposit_address(canary: Uuid, coin: &str, network: &str) -> String {
-    let h1 = mix(canary, &format!("addr/{coin}/{network}"));
-    let h2 = mix(canary, &format!("addr2/{coin}/{network}"));
-    let h3 = mix(canary, &format!("addr3/{coin}/{network}"));
-    let hex40 = format!("{h1:016x}{h2:016x}{:08x}", h3 as u32);
-    const B58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let b58 = |len: usize| -> String {
-        (0..len)
-            .map(|i| {
-                let x = mix(canary, &format!("b58/{coin}/{network}/{i}"));
-                B58[(x % B58.len() as u64) as usize] as char
-            })
-            .collect()
+    let bytes = |n: usize| -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 32);
+        let mut counter = 0u32;
+        while out.len() < n {
+            let mut h = Sha256::new();
+            h.update(canary.as_bytes());
+            h.update(format!("deposit-address/{coin}/{network}/{counter}").as_bytes());
+            out.extend_from_slice(&h.finalize());
+            counter += 1;
+        }
+        out.truncate(n);
+        out
     };
     match network {
-        "ETH" | "BSC" | "ARBITRUM" | "AVAXC" => format!("0x{hex40}"),
-        "TRX" => format!("T{}", b58(33)),
-        "BTC" => format!("bc1q{}", &hex40[..38]),
-        "SOL" => b58(44),
-        "XRP" => format!("r{}", b58(33)),
-        "LTC" => format!("ltc1q{}", &hex40[..38]),
-        "DOGE" => format!("D{}", b58(33)),
-        _ => format!("0x{hex40}"),
+        "TRX" => base58check(0x41, &bytes(20), BITCOIN_B58),
+        "DOGE" => base58check(0x1e, &bytes(20), BITCOIN_B58),
+        "XRP" => base58check(0x00, &bytes(20), RIPPLE_B58),
+        "SOL" => base58(&bytes(32), BITCOIN_B58),
+        "BTC" => segwit_v0("bc", &bytes(20)),
+        "LTC" => segwit_v0("ltc", &bytes(20)),
+        // ETH, BSC, ARBITRUM, AVAXC and anything EVM-like: 20 bytes of hex.
+        _ => format!("0x{}", hex::encode(bytes(20))),
     }
+}
+
+const BITCOIN_B58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+const RIPPLE_B58: &[u8; 58] = b"rpshnaf39wBUDNEGHJKLM4PQRST7VWXYZ2bcdeCg65jkm8oFqi1tuvAxyz";
+
+fn base58(data: &[u8], alphabet: &[u8; 58]) -> String {
+    // Repeated division of the big-endian number by 58; leading zero bytes become the
+    // alphabet's first character.
+    let mut digits: Vec<u8> = Vec::with_capacity(data.len() * 138 / 100 + 1);
+    for &byte in data {
+        let mut carry = u32::from(byte);
+        for d in digits.iter_mut() {
+            carry += u32::from(*d) << 8;
+            *d = (carry % 58) as u8;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push((carry % 58) as u8);
+            carry /= 58;
+        }
+    }
+    let zeros = data.iter().take_while(|b| **b == 0).count();
+    std::iter::repeat_n(alphabet[0] as char, zeros)
+        .chain(digits.iter().rev().map(|d| alphabet[*d as usize] as char))
+        .collect()
+}
+
+fn base58check(version: u8, payload: &[u8], alphabet: &[u8; 58]) -> String {
+    let mut v = Vec::with_capacity(payload.len() + 5);
+    v.push(version);
+    v.extend_from_slice(payload);
+    let check = Sha256::digest(Sha256::digest(&v));
+    v.extend_from_slice(&check[..4]);
+    base58(&v, alphabet)
+}
+
+const BECH32: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+fn bech32_polymod(values: &[u8]) -> u32 {
+    const GEN: [u32; 5] = [
+        0x3b6a_57b2,
+        0x2650_8e6d,
+        0x1ea1_19fa,
+        0x3d42_33dd,
+        0x2a14_62b3,
+    ];
+    let mut chk: u32 = 1;
+    for v in values {
+        let top = chk >> 25;
+        chk = ((chk & 0x01ff_ffff) << 5) ^ u32::from(*v);
+        for (i, g) in GEN.iter().enumerate() {
+            if (top >> i) & 1 == 1 {
+                chk ^= g;
+            }
+        }
+    }
+    chk
+}
+
+fn hrp_expand(hrp: &str) -> Vec<u8> {
+    let b = hrp.as_bytes();
+    b.iter()
+        .map(|c| c >> 5)
+        .chain(std::iter::once(0))
+        .chain(b.iter().map(|c| c & 31))
+        .collect()
+}
+
+/// A segwit version 0 address (P2WPKH for a 20-byte program), bech32 with checksum.
+fn segwit_v0(hrp: &str, program: &[u8]) -> String {
+    let mut data = vec![0u8]; // witness version 0
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in program {
+        acc = (acc << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            data.push(((acc >> bits) & 31) as u8);
+        }
+    }
+    if bits > 0 {
+        data.push(((acc << (5 - bits)) & 31) as u8);
+    }
+    let mut values = hrp_expand(hrp);
+    values.extend_from_slice(&data);
+    values.extend_from_slice(&[0; 6]);
+    let m = bech32_polymod(&values) ^ 1;
+    let checksum = (0..6).map(|i| ((m >> (5 * (5 - i))) & 31) as u8);
+    let mut s = format!("{hrp}1");
+    s.extend(
+        data.into_iter()
+            .chain(checksum)
+            .map(|d| BECH32[d as usize] as char),
+    );
+    s
 }
 
 /// A deterministic numeric order id (exchanges using integers).
@@ -169,5 +268,83 @@ mod tests {
         assert!(deposit_address(id, "USDT", "TRX").starts_with('T'));
         assert_eq!(deposit_address(id, "USDT", "TRX").len(), 34);
         assert!(deposit_address(id, "BTC", "BTC").starts_with("bc1q"));
+    }
+
+    /// Decodes base58 (for the checks below).
+    fn unbase58(s: &str, alphabet: &[u8; 58]) -> Vec<u8> {
+        let mut bytes: Vec<u8> = Vec::new();
+        for c in s.bytes() {
+            let mut carry = alphabet.iter().position(|a| *a == c).expect("alphabet") as u32;
+            for b in bytes.iter_mut() {
+                carry += u32::from(*b) * 58;
+                *b = (carry & 0xff) as u8;
+                carry >>= 8;
+            }
+            while carry > 0 {
+                bytes.push((carry & 0xff) as u8);
+                carry >>= 8;
+            }
+        }
+        let zeros = s.bytes().take_while(|c| *c == alphabet[0]).count();
+        std::iter::repeat_n(0, zeros)
+            .chain(bytes.into_iter().rev())
+            .collect()
+    }
+
+    #[test]
+    fn addresses_carry_valid_checksums_and_no_repeats() {
+        // Known vectors: Bitcoin's genesis address and BIP-173's P2WPKH example.
+        assert_eq!(
+            base58check(
+                0,
+                &hex::decode("62e907b15cbf27d5425399ebf6f0fb50ebb88f18").unwrap(),
+                BITCOIN_B58
+            ),
+            "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"
+        );
+        assert_eq!(
+            segwit_v0(
+                "bc",
+                &hex::decode("751e76e8199196d454941c45d1b3a323f1433bd6").unwrap()
+            ),
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+        );
+        for _ in 0..50 {
+            let id = Uuid::now_v7();
+            for (net, version, alphabet, first) in [
+                ("TRX", 0x41u8, BITCOIN_B58, 'T'),
+                ("DOGE", 0x1e, BITCOIN_B58, 'D'),
+                ("XRP", 0x00, RIPPLE_B58, 'r'),
+            ] {
+                let a = deposit_address(id, "USDT", net);
+                assert!(
+                    a.starts_with(first) && (33..=34).contains(&a.len()),
+                    "{net} {a}"
+                );
+                let raw = unbase58(&a, alphabet);
+                assert_eq!(raw.len(), 25, "{net} {a}");
+                assert_eq!(raw[0], version);
+                let check = Sha256::digest(Sha256::digest(&raw[..21]));
+                assert_eq!(&raw[21..], &check[..4], "{net} checksum");
+                // No repeated 6-character run (the old generator repeated itself).
+                let chars: Vec<char> = a.chars().collect();
+                let runs: std::collections::HashSet<String> =
+                    chars.windows(6).map(|w| w.iter().collect()).collect();
+                assert_eq!(runs.len(), chars.len() - 5, "{net} {a} repeats itself");
+            }
+            let btc = deposit_address(id, "BTC", "BTC");
+            let data: Vec<u8> = btc[3..]
+                .bytes()
+                .map(|c| BECH32.iter().position(|b| *b == c).expect("bech32") as u8)
+                .collect();
+            let mut v = hrp_expand("bc");
+            v.extend_from_slice(&data);
+            assert_eq!(bech32_polymod(&v), 1, "bech32 checksum of {btc}");
+            assert_eq!(btc.len(), 42);
+            assert_eq!(
+                unbase58(&deposit_address(id, "SOL", "SOL"), BITCOIN_B58).len(),
+                32
+            );
+        }
     }
 }
