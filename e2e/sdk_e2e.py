@@ -9,7 +9,8 @@ action classes, and a critical incident. Then the same key with a wrong secret: 
 must report the exchange's authentication error and the trap must record a low hit.
 
 How each SDK is pointed at the trap (only where it sends requests changes):
-- binance-sdk-spot: ConfigurationRestAPI(base_path=TRAP/binance).
+- binance-sdk-spot: ConfigurationRestAPI(base_path=TRAP/binance); also its deprecated but
+  still widely used predecessor binance-connector, Spot(base_url=TRAP/binance).
 - python-okx: the `domain` argument, TRAP/okx.
 - kucoin-universal-sdk: ClientOptionBuilder.set_spot_endpoint(TRAP/kucoin).
 - coinbase-advanced-py: RESTClient(base_url=HOST:PORT/coinbase). The SDK always prepends
@@ -138,6 +139,42 @@ def binance_bad(creds):
         assert e.status_code == -1022, "error code %r" % e.status_code
         return
     raise AssertionError("get_account with a wrong secret succeeded")
+
+
+# ------------------------------ Binance: binance-connector (official, deprecated, common)
+
+
+def binance_connector_client(creds):
+    from binance.spot import Spot
+
+    return Spot(
+        api_key=creds["api_key"], api_secret=creds["api_secret"], base_url=TRAP + "/binance"
+    )
+
+
+def binance_connector_run(creds):
+    c = binance_connector_client(creds)
+    account = c.account()
+    assert any(positive(b["free"]) for b in account["balances"]), "empty balance"
+    order = c.new_order(
+        symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity=0.01, price=20000
+    )
+    oid = order["orderId"]
+    assert [o["orderId"] for o in c.get_open_orders(symbol="BTCUSDT")] == [oid], "open orders"
+    cancelled = c.cancel_order(symbol="BTCUSDT", orderId=oid)
+    assert cancelled["status"] == "CANCELED", "cancel answered %r" % cancelled
+    assert c.get_open_orders(symbol="BTCUSDT") == [], "cancelled order still open"
+
+
+def binance_connector_bad(creds):
+    from binance.error import ClientError
+
+    try:
+        binance_connector_client(creds).account()
+    except ClientError as e:
+        assert e.error_code == -1022, "error code %r" % e.error_code
+        return
+    raise AssertionError("account with a wrong secret succeeded")
 
 
 # ---------------------------------------------------------------- Bybit: pybit
@@ -468,6 +505,12 @@ def kraken_sdk_bad(creds):
 # with: the recorded evidence must show which client it was).
 SDKS = {
     "binance": ("binance-sdk-spot", binance_run, binance_bad, "binance-sdk-spot/"),
+    "binance/binance-connector": (
+        "binance-connector",
+        binance_connector_run,
+        binance_connector_bad,
+        "binance-connector-python/",
+    ),
     "bybit": ("pybit", bybit_run, bybit_bad, "python-requests/"),  # pybit sets none
     "okx": ("python-okx", okx_run, okx_bad, "python-httpx/"),  # python-okx sets none
     "kucoin": ("kucoin-universal-sdk", kucoin_run, kucoin_bad, "Kucoin-Universal-Python-SDK/"),
@@ -482,7 +525,7 @@ SDKS = {
         "btschwertfeger/python-kraken-sdk",
     ),
 }
-DEFAULT = ["binance", "bybit", "okx", "kucoin", "coinbase", "kraken"]
+DEFAULT = ["binance", "binance/binance-connector", "bybit", "okx", "kucoin", "coinbase", "kraken"]
 
 
 def check(name):
