@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Starts a real `keytrap serve` (debug build) on a fresh database and runs the ccxt
-# end-to-end checks against it. Usage: e2e/run.sh PYTHON [sqlite|postgres] [exchange...]
-# For postgres, KEYTRAP_E2E_POSTGRES_URL names a database the run may fill.
+# Starts a real `keytrap serve` (debug build) on a fresh database and runs end-to-end
+# checks against it. Usage: e2e/run.sh PYTHON [sqlite|postgres] [exchange...]
+# The script run is E2E_SCRIPT (default e2e/ccxt_e2e.py; e2e/sdk_e2e.py runs the
+# exchanges' own SDKs). For postgres, KEYTRAP_E2E_POSTGRES_URL names a database the run
+# may fill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$1; BACKEND=${2:-sqlite}; shift 2 || true
+PY=$1; BACKEND=${2:-sqlite}; shift $(($# < 2 ? $# : 2))
+SCRIPT=${E2E_SCRIPT:-e2e/ccxt_e2e.py}
 BIN=target/debug/keytrap
 [ -x "$BIN" ] || cargo build -q -p keytrap
 DIR=$(mktemp -d)
@@ -27,5 +30,5 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 KEYTRAP_URL=http://127.0.0.1:$API_PORT KEYTRAP_TOKEN=$KEYTRAP_ADMIN_TOKEN \
-KEYTRAP_TRAP_URL=http://127.0.0.1:$TRAP_PORT "$PY" e2e/ccxt_e2e.py "$@" || {
+KEYTRAP_TRAP_URL=http://127.0.0.1:$TRAP_PORT "$PY" "$SCRIPT" "$@" || {
   echo "---- keytrap stderr (last 40 lines)"; tail -40 "$DIR/stderr.log"; exit 1; }

@@ -449,6 +449,9 @@ impl Kucoin {
             m.remove("stop");
             m.remove("stopTriggered");
             m.remove("stopPrice");
+            // HF orders carry `"stp": null` (classic ones `""`); kucoin-universal-sdk
+            // validates stp as an enum and drops the whole list on `""`.
+            m.insert("stp".into(), Value::Null);
             m.insert("active".into(), json!(open));
             m.insert("inOrderBook".into(), json!(open));
             m.insert(
@@ -1798,6 +1801,56 @@ mod tests {
         assert_eq!(a.class, ActionClass::Transfer);
         let a = Kucoin.classify(&signed(&c, now(), "GET", "/api/v1/accounts?type=trade", ""));
         assert_eq!(a.class, ActionClass::Read);
+    }
+
+    /// An HF order lists as KuCoin's own answer does: `stp` is null, not `""` (the
+    /// official kucoin-universal-sdk rejects `""` and loses the whole open-order list).
+    #[tokio::test]
+    async fn hf_open_orders_have_null_stp() {
+        let c = creds();
+        let book = MemoryOrderBook::default();
+        let account = Account {
+            canary_id: Uuid::from_u128(43),
+            exchange: Exchange::Kucoin,
+            credentials: &c,
+            now: Utc::now(),
+            orders: &book,
+        };
+        let body = r#"{"clientOid":"c1","side":"buy","symbol":"BTC-USDT","type":"limit","price":"20000","size":"0.01"}"#;
+        let placed = Kucoin
+            .private(
+                &signed(&c, now(), "POST", "/api/v1/hf/orders", body),
+                &account,
+            )
+            .await;
+        let (s, _, v) = body_of(placed).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let list = Kucoin
+            .private(
+                &signed(
+                    &c,
+                    now(),
+                    "GET",
+                    "/api/v1/hf/orders/active?symbol=BTC-USDT",
+                    "",
+                ),
+                &account,
+            )
+            .await;
+        let (_, _, v) = body_of(list).await;
+        let orders = v["data"].as_array().expect("a list of orders");
+        assert_eq!(orders.len(), 1, "{v}");
+        assert!(orders[0]["stp"].is_null(), "{v}");
+        assert_eq!(orders[0]["active"], true);
+        // Classic orders keep KuCoin's `"stp": ""`.
+        let classic = Kucoin
+            .private(
+                &signed(&c, now(), "GET", "/api/v1/orders?status=active", ""),
+                &account,
+            )
+            .await;
+        let (_, _, v) = body_of(classic).await;
+        assert_eq!(v["data"]["items"][0]["stp"], "", "{v}");
     }
 
     #[tokio::test]
