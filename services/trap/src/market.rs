@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(
             base58check(
                 0,
-                &hex::decode("62e907b15cbf27d5425399ebf6f0fb50ebb88f18").unwrap(),
+                &hex::decode("62e907b15cbf27d5425399ebf6f0fb50ebb88f18").expect("hex"),
                 BITCOIN_B58
             ),
             "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(
             segwit_v0(
                 "bc",
-                &hex::decode("751e76e8199196d454941c45d1b3a323f1433bd6").unwrap()
+                &hex::decode("751e76e8199196d454941c45d1b3a323f1433bd6").expect("hex")
             ),
             "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
         );
