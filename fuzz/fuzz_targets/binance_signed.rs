@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
         let sig = hex::encode(mac.finalize().into_bytes());
         let signed = format!("{payload}&signature={sig}");
         let (target, body) = if in_body {
-            (first.to_string(), signed)
+            (first.to_string(), signed.clone())
         } else {
             (format!("{first}?{signed}"), String::new())
         };
