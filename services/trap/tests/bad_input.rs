@@ -31,6 +31,15 @@ const MAX_HEADER_TEXT: usize = 256;
 /// Generous bound on stored action parameters: far below what the inputs could carry.
 const MAX_ACTION_PARAMS: usize = 8 * 1024;
 
+/// Records a violation instead of stopping at the first, so one run shows them all.
+macro_rules! check {
+    ($problems:ident, $ok:expr, $($msg:tt)+) => {
+        if !$ok {
+            $problems.push(format!($($msg)+));
+        }
+    };
+}
+
 struct Env {
     router: Router,
     db: Arc<dyn Database>,
@@ -661,23 +670,28 @@ async fn bad_input_never_5xx_and_evidence_bounded(env: Env) {
                 continue;
             };
             sent += 1;
-            if !(!status.is_server_error()) {
-                problems.push(format!(
-                    "{}: answered {status} {:?}",
-                    case.name,
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                ));
-            }
+            check!(
+                problems,
+                !status.is_server_error(),
+                "{}: answered {status} {:?}",
+                case.name,
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
             if case.name.ends_with("oversized body") {
-                if !(status == StatusCode::PAYLOAD_TOO_LARGE || status.is_client_error()) {
-                    problems.push(format!("{}: {status}", case.name));
-                }
+                check!(
+                    problems,
+                    status == StatusCode::PAYLOAD_TOO_LARGE || status.is_client_error(),
+                    "{}: {status}",
+                    case.name
+                );
             }
         }
     }
-    if !(sent > 7 * 40) {
-        problems.push(format!("only {sent} requests could be built"));
-    }
+    check!(
+        problems,
+        sent > 7 * 40,
+        "only {sent} requests could be built"
+    );
 
     // Every stored hit: bounded and printable.
     let mut hits = Vec::new();
@@ -699,56 +713,51 @@ async fn bad_input_never_5xx_and_evidence_bounded(env: Env) {
         hits.extend(batch);
     }
     for x in Exchange::ALL {
-        if !(hits.iter().filter(|h| h.exchange == x).count() >= 10) {
-            problems.push(format!(
-                "{x}: canary-keyed bad requests are recorded as hits"
-            ));
-        }
+        check!(
+            problems,
+            hits.iter().filter(|h| h.exchange == x).count() >= 10,
+            "{x}: canary-keyed bad requests are recorded as hits"
+        );
         // The 60 kB query was stored, cut to the bound: the bound was exercised.
-        if !(hits.iter().any(|h| {
-            h.exchange == x
-                && h.query
-                    .as_deref()
-                    .is_some_and(|q| q.chars().count() == MAX_QUERY)
-        })) {
-            problems.push(format!(
-                "{x}: the huge query is recorded, truncated to {MAX_QUERY}"
-            ));
-        }
-        if !(hits
-            .iter()
-            .any(|h| h.exchange == x && h.path.chars().count() == MAX_PATH))
-        {
-            problems.push(format!(
-                "{x}: the huge path is recorded, truncated to {MAX_PATH}"
-            ));
-        }
+        check!(
+            problems,
+            hits.iter().any(|h| {
+                h.exchange == x
+                    && h.query
+                        .as_deref()
+                        .is_some_and(|q| q.chars().count() == MAX_QUERY)
+            }),
+            "{x}: the huge query is recorded, truncated to {MAX_QUERY}"
+        );
+        check!(
+            problems,
+            hits.iter()
+                .any(|h| h.exchange == x && h.path.chars().count() == MAX_PATH),
+            "{x}: the huge path is recorded, truncated to {MAX_PATH}"
+        );
     }
     for h in &hits {
         let what = format!("{} {} hit {}", h.exchange, h.method, h.id);
-        if !(h.path.chars().count() <= MAX_PATH) {
-            problems.push(format!("{what}: path"));
-        }
-        if !(!has_control(&h.path, false)) {
-            problems.push(format!("{what}: path {:?}", h.path));
-        }
+        check!(problems, h.path.chars().count() <= MAX_PATH, "{what}: path");
+        check!(
+            problems,
+            !has_control(&h.path, false),
+            "{what}: path {:?}",
+            h.path
+        );
         if let Some(q) = &h.query {
-            if !(q.chars().count() <= MAX_QUERY) {
-                problems.push(format!("{what}: query"));
-            }
-            if !(!has_control(q, false)) {
-                problems.push(format!("{what}: query {q:?}"));
-            }
+            check!(problems, q.chars().count() <= MAX_QUERY, "{what}: query");
+            check!(problems, !has_control(q, false), "{what}: query {q:?}");
         }
         if let Some(b) = &h.body_excerpt {
-            if !(b.chars().count() <= MAX_BODY_EXCERPT) {
-                problems.push(format!("{what}: body"));
-            }
+            check!(
+                problems,
+                b.chars().count() <= MAX_BODY_EXCERPT,
+                "{what}: body"
+            );
             // The trap keeps line breaks in body excerpts (multi-line JSON stays
             // readable); every other control character is replaced.
-            if !(!has_control(b, true)) {
-                problems.push(format!("{what}: body {b:?}"));
-            }
+            check!(problems, !has_control(b, true), "{what}: body {b:?}");
         }
         for (name, v) in [
             ("user agent", &h.user_agent),
@@ -756,24 +765,29 @@ async fn bad_input_never_5xx_and_evidence_bounded(env: Env) {
             ("fingerprint", &h.client_fingerprint),
         ] {
             if let Some(v) = v {
-                if !(v.chars().count() <= MAX_HEADER_TEXT) {
-                    problems.push(format!("{what}: {name}"));
-                }
-                if !(!has_control(v, false)) {
-                    problems.push(format!("{what}: {name} {v:?}"));
-                }
+                check!(
+                    problems,
+                    v.chars().count() <= MAX_HEADER_TEXT,
+                    "{what}: {name}"
+                );
+                check!(problems, !has_control(v, false), "{what}: {name} {v:?}");
             }
         }
         let params = h.action_params.to_string();
-        if !(params.len() <= MAX_ACTION_PARAMS) {
-            problems.push(format!("{what}: action params are {} bytes", params.len()));
-        }
+        check!(
+            problems,
+            params.len() <= MAX_ACTION_PARAMS,
+            "{what}: action params are {} bytes",
+            params.len()
+        );
         let mut ss = Vec::new();
         strings(&h.action_params, &mut ss);
         for s in ss {
-            if !(!has_control(&s, false)) {
-                problems.push(format!("{what}: action param {s:?}"));
-            }
+            check!(
+                problems,
+                !has_control(&s, false),
+                "{what}: action param {s:?}"
+            );
         }
     }
     assert!(
