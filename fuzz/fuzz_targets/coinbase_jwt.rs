@@ -84,10 +84,17 @@ fuzz_target!(|data: &[u8]| {
     let check = emu.check_signature(&req, creds);
     // The URI claim carries the path: a path that JSON would need to escape is not the
     // canonical case.
-    let plain_path = input.path.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    let plain_path = input
+        .path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         && !first.contains('\t');
     if header_t == CANON_HEADER && claims_t == CANON_CLAIMS && plain_path {
-        assert_eq!(check, SigCheck::Valid, "ccxt's own token is accepted: {first}");
+        assert_eq!(
+            check,
+            SigCheck::Valid,
+            "ccxt's own token is accepted: {first}"
+        );
         assert_eq!(emu.api_key(&req).as_deref(), Some(creds.api_key.as_str()));
     }
     drive(Exchange::Coinbase, &req, &MemoryOrderBook::default());

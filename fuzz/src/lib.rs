@@ -42,7 +42,7 @@ pub const REJECTIONS: [Rejection; 9] = [
     Rejection::Unavailable,
 ];
 
-/// Largest serialized action parameters accepted (the request body may be 64 KiB).
+/// Largest serialized action parameters stored (the request body may be 64 KiB).
 pub const MAX_ACTION_PARAMS: usize = 8 * 1024;
 
 /// The emulator for `x` (the same unit structs the trap's registry serves).
@@ -196,12 +196,19 @@ pub fn drive(x: Exchange, req: &TrapRequest, book: &MemoryOrderBook) {
             assert_not_5xx("reject", x, s);
         }
     }
-    // Action parameters are stored as evidence: they must stay small whatever comes in.
+    // Action parameters are stored as evidence through `evidence_params`: whatever the
+    // emulator extracted, what is stored must be small and printable.
     let action = emu.classify(req);
-    let size = action.params.to_string().len();
+    let stored = keytrap_trap::emulator::evidence_params(action.params);
+    let text = stored.to_string();
     assert!(
-        action.params.is_object() && size <= MAX_ACTION_PARAMS,
-        "{x} classify: params must be a small object, got {size} bytes"
+        stored.is_object() && text.len() <= MAX_ACTION_PARAMS,
+        "{x} classify: stored params must be a small object, got {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.contains("\\u0000") && !text.chars().any(char::is_control),
+        "{x} classify: stored params must be printable: {text}"
     );
     let account = Account {
         canary_id: CANARY,
