@@ -257,6 +257,50 @@ pub trait Emulator: Send + Sync {
     async fn private(&self, req: &TrapRequest, account: &Account<'_>) -> Response;
 }
 
+/// Longest string (value or key) kept in stored action parameters.
+pub const MAX_EVIDENCE_TEXT: usize = 256;
+/// Most entries kept per object or array in stored action parameters.
+pub const MAX_EVIDENCE_ITEMS: usize = 64;
+/// Deepest nesting kept in stored action parameters.
+const MAX_EVIDENCE_DEPTH: usize = 8;
+
+/// Action parameters made safe to store and show, whatever the request carried: every
+/// string (keys too) cut to [`MAX_EVIDENCE_TEXT`] characters with control characters
+/// replaced by U+FFFD, objects and arrays cut to [`MAX_EVIDENCE_ITEMS`] entries, nesting
+/// cut at a fixed depth. Control characters matter twice: PostgreSQL's `jsonb` refuses
+/// `\u0000` (the whole hit would fail to record and the caller would go unseen), and
+/// escape sequences reach an operator's terminal through logs and the CLI.
+pub fn evidence_params(v: Value) -> Value {
+    fn text(s: &str) -> String {
+        s.chars()
+            .take(MAX_EVIDENCE_TEXT)
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    }
+    fn walk(v: Value, depth: usize) -> Value {
+        match v {
+            Value::String(s) => Value::String(text(&s)),
+            Value::Array(_) | Value::Object(_) if depth >= MAX_EVIDENCE_DEPTH => {
+                Value::String("\u{2026}".into())
+            }
+            Value::Array(a) => Value::Array(
+                a.into_iter()
+                    .take(MAX_EVIDENCE_ITEMS)
+                    .map(|x| walk(x, depth + 1))
+                    .collect(),
+            ),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .take(MAX_EVIDENCE_ITEMS)
+                    .map(|(k, x)| (text(&k), walk(x, depth + 1)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    walk(v, 0)
+}
+
 /// A JSON response with the given status, `application/json`.
 pub fn json(status: StatusCode, body: Value) -> Response {
     (
@@ -315,5 +359,42 @@ impl OrderBook for MemoryOrderBook {
                 x.status = "cancelled".into();
                 x.clone()
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn evidence_params_are_printable_and_bounded() {
+        // Found by the bad-input tests: a NUL in a parameter made PostgreSQL refuse the
+        // hit (the trap answered 503 and recorded nothing), and a 20 kB path was stored
+        // whole.
+        let long = "p".repeat(20_000);
+        let v = evidence_params(json!({
+            "symbol": "\u{0}BTC\u{1b}[2J",
+            "path": long,
+            "nested": [[[[[[[[[[1]]]]]]]]]],
+            "list": (0..500).collect::<Vec<_>>(),
+            "k\u{7}ey": 1.5,
+            "ok": "BTCUSDT",
+        }));
+        assert_eq!(v["symbol"], "\u{fffd}BTC\u{fffd}[2J");
+        assert_eq!(
+            v["path"].as_str().map(|s| s.chars().count()),
+            Some(MAX_EVIDENCE_TEXT)
+        );
+        assert_eq!(v["list"].as_array().map(Vec::len), Some(MAX_EVIDENCE_ITEMS));
+        assert_eq!(v["k\u{fffd}ey"], 1.5);
+        assert_eq!(v["ok"], "BTCUSDT");
+        assert!(v.to_string().len() < 2_000, "{v}");
+        assert!(!v.to_string().contains("\\u0000"));
+        // Objects past the item bound are cut too.
+        let wide: serde_json::Map<String, Value> =
+            (0..200).map(|i| (format!("k{i}"), json!(i))).collect();
+        let w = evidence_params(Value::Object(wide));
+        assert_eq!(w.as_object().map(|o| o.len()), Some(MAX_EVIDENCE_ITEMS));
     }
 }
