@@ -438,7 +438,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
         client_fingerprint: fingerprint(&req),
         signature_state,
         action_class: action.class.as_str().to_string(),
-        action_params: action.params,
+        action_params: emulator::evidence_params(action.params),
         severity: severity(signature_state, action.class),
         received_at: req.received_at,
     };
