@@ -1,0 +1,4 @@
+//! keytrap-webhooks: everything about an alert between the outbox row and the receiver.
+pub mod retry;
+pub mod sign;
+pub mod ssrf;
