@@ -167,7 +167,10 @@ impl Schedule {
         let Some(scheduled) = self.delay_after(attempt, rng) else {
             return Next::DeadLetter;
         };
-        let cap = self.max_retry_after.mul_f64(self.scale.max(0.0)).max(scheduled);
+        let cap = self
+            .max_retry_after
+            .mul_f64(self.scale.max(0.0))
+            .max(scheduled);
         let delay = match retry_after {
             Some(ra) => ra.clamp(scheduled, cap),
             None => scheduled,
@@ -214,7 +217,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).single().expect("time")
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+            .single()
+            .expect("time")
     }
 
     #[test]
@@ -224,26 +229,45 @@ mod tests {
         assert_eq!(classify(Some(204), None, now), Outcome::Success);
         assert_eq!(classify(Some(299), None, now), Outcome::Success);
         for s in [301, 302, 307, 308, 400, 401, 404, 500, 501] {
-            assert_eq!(classify(Some(s), Some("30"), now), Outcome::Failure { retry_after: None }, "{s}");
+            assert_eq!(
+                classify(Some(s), Some("30"), now),
+                Outcome::Failure { retry_after: None },
+                "{s}"
+            );
         }
         assert_eq!(classify(Some(410), None, now), Outcome::Gone);
-        assert_eq!(classify(None, None, now), Outcome::Failure { retry_after: None });
+        assert_eq!(
+            classify(None, None, now),
+            Outcome::Failure { retry_after: None }
+        );
         for s in [429, 502, 503, 504] {
             assert_eq!(
                 classify(Some(s), Some("120"), now),
-                Outcome::Failure { retry_after: Some(Duration::from_secs(120)) }
+                Outcome::Failure {
+                    retry_after: Some(Duration::from_secs(120))
+                }
             );
         }
         assert_eq!(
             classify(Some(503), Some("Sat, 01 Mar 2025 12:10:00 GMT"), now),
-            Outcome::Failure { retry_after: Some(Duration::from_secs(600)) }
+            Outcome::Failure {
+                retry_after: Some(Duration::from_secs(600))
+            }
         );
         assert_eq!(
             classify(Some(503), Some("Sat, 01 Mar 2025 11:00:00 GMT"), now),
-            Outcome::Failure { retry_after: Some(Duration::ZERO) }
+            Outcome::Failure {
+                retry_after: Some(Duration::ZERO)
+            }
         );
-        assert_eq!(classify(Some(503), Some("soon"), now), Outcome::Failure { retry_after: None });
-        assert_eq!(classify(Some(503), Some("-5"), now), Outcome::Failure { retry_after: None });
+        assert_eq!(
+            classify(Some(503), Some("soon"), now),
+            Outcome::Failure { retry_after: None }
+        );
+        assert_eq!(
+            classify(Some(503), Some("-5"), now),
+            Outcome::Failure { retry_after: None }
+        );
     }
 
     #[test]
@@ -254,7 +278,10 @@ mod tests {
         for (i, base) in DEFAULT_DELAYS_SECS.iter().enumerate() {
             let mut seen = Vec::new();
             for _ in 0..200 {
-                let d = s.delay_after(i as u32 + 1, &mut rng).expect("delay").as_secs_f64();
+                let d = s
+                    .delay_after(i as u32 + 1, &mut rng)
+                    .expect("delay")
+                    .as_secs_f64();
                 let b = *base as f64;
                 assert!(d >= b * 0.8 - 1e-9 && d <= b * 1.2 + 1e-9, "{d} vs {b}");
                 seen.push(d);
@@ -266,27 +293,59 @@ mod tests {
         }
         assert_eq!(s.delay_after(8, &mut rng), None);
         assert_eq!(s.delay_after(0, &mut rng), None);
-        let fast = Schedule { jitter: 0.0, ..Schedule::scaled(0.001) };
-        assert_eq!(fast.delay_after(1, &mut rng), Some(Duration::from_millis(5)));
-        assert_eq!(fast.delay_after(2, &mut rng), Some(Duration::from_millis(300)));
+        let fast = Schedule {
+            jitter: 0.0,
+            ..Schedule::scaled(0.001)
+        };
+        assert_eq!(
+            fast.delay_after(1, &mut rng),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(
+            fast.delay_after(2, &mut rng),
+            Some(Duration::from_millis(300))
+        );
     }
 
     #[test]
     fn next_step() {
         let now = t0();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let s = Schedule { jitter: 0.0, ..Schedule::default() };
+        let s = Schedule {
+            jitter: 0.0,
+            ..Schedule::default()
+        };
         let fail = Outcome::Failure { retry_after: None };
         assert_eq!(s.next(1, Outcome::Success, now, &mut rng), Next::Delivered);
-        assert_eq!(s.next(3, Outcome::Gone, now, &mut rng), Next::DisableEndpoint);
-        assert_eq!(s.next(1, fail, now, &mut rng), Next::RetryAt(now + chrono::Duration::seconds(5)));
-        assert_eq!(s.next(7, fail, now, &mut rng), Next::RetryAt(now + chrono::Duration::seconds(36000)));
+        assert_eq!(
+            s.next(3, Outcome::Gone, now, &mut rng),
+            Next::DisableEndpoint
+        );
+        assert_eq!(
+            s.next(1, fail, now, &mut rng),
+            Next::RetryAt(now + chrono::Duration::seconds(5))
+        );
+        assert_eq!(
+            s.next(7, fail, now, &mut rng),
+            Next::RetryAt(now + chrono::Duration::seconds(36000))
+        );
         assert_eq!(s.next(8, fail, now, &mut rng), Next::DeadLetter);
         // Retry-After postpones, within [scheduled, 1 day].
-        let ra = |secs| Outcome::Failure { retry_after: Some(Duration::from_secs(secs)) };
-        assert_eq!(s.next(1, ra(60), now, &mut rng), Next::RetryAt(now + chrono::Duration::seconds(60)));
-        assert_eq!(s.next(2, ra(1), now, &mut rng), Next::RetryAt(now + chrono::Duration::seconds(300)));
-        assert_eq!(s.next(1, ra(10 * 86_400), now, &mut rng), Next::RetryAt(now + chrono::Duration::days(1)));
+        let ra = |secs| Outcome::Failure {
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            s.next(1, ra(60), now, &mut rng),
+            Next::RetryAt(now + chrono::Duration::seconds(60))
+        );
+        assert_eq!(
+            s.next(2, ra(1), now, &mut rng),
+            Next::RetryAt(now + chrono::Duration::seconds(300))
+        );
+        assert_eq!(
+            s.next(1, ra(10 * 86_400), now, &mut rng),
+            Next::RetryAt(now + chrono::Duration::days(1))
+        );
         assert_eq!(s.next(8, ra(60), now, &mut rng), Next::DeadLetter);
     }
 
@@ -300,8 +359,20 @@ mod tests {
         assert_eq!(failing_since(first, fail, later), Some(now));
         assert_eq!(failing_since(first, Outcome::Success, later), None);
         assert!(!should_disable(None, later, DISABLE_AFTER));
-        assert!(!should_disable(first, now + chrono::Duration::days(5) - chrono::Duration::seconds(1), DISABLE_AFTER));
-        assert!(should_disable(first, now + chrono::Duration::days(5), DISABLE_AFTER));
-        assert!(should_disable(first, now + chrono::Duration::days(9), DISABLE_AFTER));
+        assert!(!should_disable(
+            first,
+            now + chrono::Duration::days(5) - chrono::Duration::seconds(1),
+            DISABLE_AFTER
+        ));
+        assert!(should_disable(
+            first,
+            now + chrono::Duration::days(5),
+            DISABLE_AFTER
+        ));
+        assert!(should_disable(
+            first,
+            now + chrono::Duration::days(9),
+            DISABLE_AFTER
+        ));
     }
 }

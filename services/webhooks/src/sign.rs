@@ -148,7 +148,10 @@ pub fn verify<'a>(
     let id = get(HEADER_ID).ok_or(VerifyError::Missing(HEADER_ID))?;
     let ts_raw = get(HEADER_TIMESTAMP).ok_or(VerifyError::Missing(HEADER_TIMESTAMP))?;
     let sigs = get(HEADER_SIGNATURE).ok_or(VerifyError::Missing(HEADER_SIGNATURE))?;
-    let ts: i64 = ts_raw.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+    let ts: i64 = ts_raw
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::BadTimestamp)?;
     if (now - ts).abs() > tolerance_secs {
         return Err(VerifyError::Stale);
     }
@@ -265,7 +268,11 @@ impl SecretCipher {
     }
 
     /// Decrypts a signing secret sealed by [`seal_secret`](Self::seal_secret).
-    pub fn open_secret(&self, stored: &str, endpoint_id: uuid::Uuid) -> Result<Secret, CipherError> {
+    pub fn open_secret(
+        &self,
+        stored: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<Secret, CipherError> {
         let plain = self.decrypt(stored, endpoint_id.as_bytes())?;
         let s = std::str::from_utf8(&plain).map_err(|_| CipherError::Format)?;
         Secret::parse(s).map_err(|_| CipherError::Format)
@@ -317,7 +324,10 @@ mod tests {
             let s = Secret::parse(secret).expect("vector secret");
             assert_eq!(&s.sign(id, *ts, body.as_bytes()), want);
             let h = headers(&[s.clone()], id, *ts, body.as_bytes());
-            assert_eq!(verify(&s, lookup(&h), body.as_bytes(), *ts + 10, TOLERANCE_SECS), Ok(()));
+            assert_eq!(
+                verify(&s, lookup(&h), body.as_bytes(), *ts + 10, TOLERANCE_SECS),
+                Ok(())
+            );
         }
     }
 
@@ -355,9 +365,18 @@ mod tests {
         let h = headers(&[s.clone()], "msg_x", 1_000_000, body);
         let get = lookup(&h);
         assert_eq!(verify(&s, &get, body, 1_000_000, TOLERANCE_SECS), Ok(()));
-        assert_eq!(verify(&s, &get, b"{\"a\":2}", 1_000_000, 300), Err(VerifyError::NoMatch));
-        assert_eq!(verify(&s, &get, body, 1_000_301, 300), Err(VerifyError::Stale));
-        assert_eq!(verify(&s, &get, body, 999_699, 300), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(&s, &get, b"{\"a\":2}", 1_000_000, 300),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            verify(&s, &get, body, 1_000_301, 300),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            verify(&s, &get, body, 999_699, 300),
+            Err(VerifyError::Stale)
+        );
         assert_eq!(
             verify(&Secret::generate(), &get, body, 1_000_000, 300),
             Err(VerifyError::NoMatch)
@@ -370,18 +389,33 @@ mod tests {
             HEADER_TIMESTAMP => Some("soon"),
             _ => Some("v1,AAAA"),
         };
-        assert_eq!(verify(&s, bad_ts, body, 0, 300), Err(VerifyError::BadTimestamp));
+        assert_eq!(
+            verify(&s, bad_ts, body, 0, 300),
+            Err(VerifyError::BadTimestamp)
+        );
         // A v2 signature with the right bytes is not a v1 signature.
         let v2 = h[2].1.replacen("v1,", "v2,", 1);
-        let get_v2 = |n: &str| if n == HEADER_SIGNATURE { Some(v2.as_str()) } else { get(n) };
-        assert_eq!(verify(&s, get_v2, body, 1_000_000, 300), Err(VerifyError::NoMatch));
+        let get_v2 = |n: &str| {
+            if n == HEADER_SIGNATURE {
+                Some(v2.as_str())
+            } else {
+                get(n)
+            }
+        };
+        assert_eq!(
+            verify(&s, get_v2, body, 1_000_000, 300),
+            Err(VerifyError::NoMatch)
+        );
     }
 
     #[test]
     fn secret_parsing() {
         assert_eq!(Secret::parse("abc"), Err(SecretError::Prefix));
         assert_eq!(Secret::parse("whsec_!!!"), Err(SecretError::Base64));
-        assert_eq!(Secret::parse(&format!("whsec_{}", B64.encode([0u8; 8]))), Err(SecretError::Length(8)));
+        assert_eq!(
+            Secret::parse(&format!("whsec_{}", B64.encode([0u8; 8]))),
+            Err(SecretError::Length(8))
+        );
         assert!(Secret::parse(&format!("whsec_{}", B64.encode([7u8; 64]))).is_ok());
         assert_eq!(format!("{:?}", Secret::generate()), "Secret(..)");
         assert_ne!(Secret::generate(), Secret::generate());
@@ -406,13 +440,22 @@ mod tests {
             Err(CipherError::Authentication)
         );
         let wrong = SecretCipher::new(1, &[43u8; 32]);
-        assert_eq!(wrong.open_secret(&stored, endpoint), Err(CipherError::Authentication));
+        assert_eq!(
+            wrong.open_secret(&stored, endpoint),
+            Err(CipherError::Authentication)
+        );
         let v2_only = SecretCipher::new(2, &master);
-        assert_eq!(v2_only.open_secret(&stored, endpoint), Err(CipherError::UnknownVersion(1)));
+        assert_eq!(
+            v2_only.open_secret(&stored, endpoint),
+            Err(CipherError::UnknownVersion(1))
+        );
 
         // The version is part of the key derivation: same master, other version, other key.
         let forged = stored.replacen("ks1.1.", "ks1.2.", 1);
-        assert_eq!(v2_only.decrypt(&forged, endpoint.as_bytes()), Err(CipherError::Authentication));
+        assert_eq!(
+            v2_only.decrypt(&forged, endpoint.as_bytes()),
+            Err(CipherError::Authentication)
+        );
 
         // Rotation: a cipher on v2 still opens v1 values and writes v2.
         let rotated = SecretCipher::new(2, &[9u8; 32]).with_previous(1, &master);
@@ -426,9 +469,20 @@ mod tests {
             let mut t = raw.clone();
             t[i] ^= 0x01;
             let tampered = format!("ks1.1.{}", B64.encode(&t));
-            assert_eq!(c.decrypt(&tampered, endpoint.as_bytes()), Err(CipherError::Authentication), "byte {i}");
+            assert_eq!(
+                c.decrypt(&tampered, endpoint.as_bytes()),
+                Err(CipherError::Authentication),
+                "byte {i}"
+            );
         }
-        for bad in ["", "ks1", "ks1.x.AAAA", "ks2.1.AAAA", "ks1.1.!!", "ks1.1.AAAA"] {
+        for bad in [
+            "",
+            "ks1",
+            "ks1.x.AAAA",
+            "ks2.1.AAAA",
+            "ks1.1.!!",
+            "ks1.1.AAAA",
+        ] {
             assert_eq!(c.decrypt(bad, b""), Err(CipherError::Format), "{bad}");
         }
     }

@@ -422,15 +422,33 @@ mod tests {
             ("::ffff:169.254.169.254", Ipv4Mapped),
             ("::127.0.0.1", Ipv4Compatible),
             ("::8.8.8.8", Ipv4Compatible),
-            ("64:ff9b::7f00:1", Embedded(Ipv4Addr::new(127, 0, 0, 1), "NAT64")),
-            ("64:ff9b::a9fe:a9fe", Embedded(Ipv4Addr::new(169, 254, 169, 254), "NAT64")),
+            (
+                "64:ff9b::7f00:1",
+                Embedded(Ipv4Addr::new(127, 0, 0, 1), "NAT64"),
+            ),
+            (
+                "64:ff9b::a9fe:a9fe",
+                Embedded(Ipv4Addr::new(169, 254, 169, 254), "NAT64"),
+            ),
             ("64:ff9b:1::1", LocalNat64),
             ("64:ff9b:1:ffff::808:808", LocalNat64),
-            ("2002:7f00:1::1", Embedded(Ipv4Addr::new(127, 0, 0, 1), "6to4")),
-            ("2002:c0a8:101::", Embedded(Ipv4Addr::new(192, 168, 1, 1), "6to4")),
+            (
+                "2002:7f00:1::1",
+                Embedded(Ipv4Addr::new(127, 0, 0, 1), "6to4"),
+            ),
+            (
+                "2002:c0a8:101::",
+                Embedded(Ipv4Addr::new(192, 168, 1, 1), "6to4"),
+            ),
             // Teredo with a public server (8.8.8.8) and client 127.0.0.1 (obfuscated 80ff:fffe).
-            ("2001:0:808:808::80ff:fffe", Embedded(Ipv4Addr::new(127, 0, 0, 1), "Teredo")),
-            ("2001:0:a00:1::", Embedded(Ipv4Addr::new(10, 0, 0, 1), "Teredo server")),
+            (
+                "2001:0:808:808::80ff:fffe",
+                Embedded(Ipv4Addr::new(127, 0, 0, 1), "Teredo"),
+            ),
+            (
+                "2001:0:a00:1::",
+                Embedded(Ipv4Addr::new(10, 0, 0, 1), "Teredo server"),
+            ),
             ("2001:2::1", Benchmarking),
             ("2001:10::1", IetfProtocol),
             ("2001:db8::1", Documentation),
@@ -506,17 +524,29 @@ mod tests {
             p.validate("ftp://example.com/"),
             Err(UrlError::Scheme(s)) if s == "ftp"
         ));
-        assert!(matches!(p.validate("file:///etc/passwd"), Err(UrlError::Scheme(_))));
-        assert!(matches!(p.validate("gopher://x/"), Err(UrlError::Scheme(_))));
+        assert!(matches!(
+            p.validate("file:///etc/passwd"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            p.validate("gopher://x/"),
+            Err(UrlError::Scheme(_))
+        ));
         assert_eq!(
             p.validate("https://user:pw@example.com/"),
             Err(UrlError::UserInfo)
         );
-        assert_eq!(p.validate("https://user@example.com/"), Err(UrlError::UserInfo));
+        assert_eq!(
+            p.validate("https://user@example.com/"),
+            Err(UrlError::UserInfo)
+        );
         assert!(matches!(p.validate("not a url"), Err(UrlError::Parse(_))));
         for no_host in ["https://", "http://:80/", "http://?x"] {
             assert!(
-                matches!(p.validate(no_host), Err(UrlError::Parse(_) | UrlError::NoHost)),
+                matches!(
+                    p.validate(no_host),
+                    Err(UrlError::Parse(_) | UrlError::NoHost)
+                ),
                 "{no_host}"
             );
         }
@@ -526,7 +556,10 @@ mod tests {
             https_only: true,
             ..UrlPolicy::default()
         };
-        assert_eq!(strict.validate("http://example.com/"), Err(UrlError::HttpsOnly));
+        assert_eq!(
+            strict.validate("http://example.com/"),
+            Err(UrlError::HttpsOnly)
+        );
         assert!(strict.validate("https://example.com/").is_ok());
 
         // Odd IPv4 spellings are normalised by the url crate, then refused as loopback.
@@ -570,12 +603,18 @@ mod tests {
             .validate_resolved("http://localhost:9/hook")
             .await
             .expect_err("localhost is loopback");
-        assert!(matches!(err, UrlError::Blocked(ref b) if b.reason == BlockReason::Loopback), "{err}");
+        assert!(
+            matches!(err, UrlError::Blocked(ref b) if b.reason == BlockReason::Loopback),
+            "{err}"
+        );
         let err = p
             .validate_resolved("http://no-such-host.invalid/")
             .await
             .expect_err("does not resolve");
-        assert!(matches!(err, UrlError::Resolve { .. } | UrlError::NoAddress(_)), "{err}");
+        assert!(
+            matches!(err, UrlError::Resolve { .. } | UrlError::NoAddress(_)),
+            "{err}"
+        );
         let allow = UrlPolicy {
             https_only: false,
             addrs: AddrPolicy::parse_allow_list("127.0.0.0/8 ::1").expect("list"),
