@@ -224,7 +224,7 @@ mod limits {
 }
 
 /// Truncates to `max` characters on a character boundary, marking the cut with `…`.
-fn bound(s: &str, max: usize) -> String {
+pub(crate) fn bound(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_string(),
         Some((i, _)) => format!("{}…", &s[..i]),

@@ -336,7 +336,7 @@ impl UrlPolicy {
             None => return Err(UrlError::NoHost),
             Some(Host::Ipv4(v4)) => self.addrs.check(IpAddr::V4(v4))?,
             Some(Host::Ipv6(v6)) => self.addrs.check(IpAddr::V6(v6))?,
-            Some(Host::Domain(d)) if d.is_empty() => return Err(UrlError::NoHost),
+            Some(Host::Domain("")) => return Err(UrlError::NoHost),
             Some(Host::Domain(_)) => {}
         }
         Ok(url)
