@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`ssrf`] | address block list, `KEYTRAP_WEBHOOK_ALLOW_CIDRS`, URL validation at creation |
 //! | [`sign`] | `whsec_` secrets, Standard Webhooks signatures and verification, secrets encrypted at rest |
-//! | [`format`] | alert bodies: standard, cloudevents, slack, discord, teams, pagerduty |
+//! | [`format`](mod@format) | alert bodies: standard, cloudevents, slack, discord, teams, pagerduty |
 //! | [`client`] | the delivery HTTP client: filtering resolver, no redirects, no proxies, timeout |
 //! | [`deliver`] | one attempt: signed POST with custom headers, recorded as an [`AttemptRecord`] |
 //! | [`retry`] | outcome classification, backoff with jitter, `Retry-After`, dead letters, disabling |

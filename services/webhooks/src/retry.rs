@@ -144,7 +144,7 @@ impl Schedule {
         } else {
             1.0
         };
-        Some(base.mul_f64((factor * self.scale).max(0.0)))
+        Some(scale_duration(base, factor * self.scale))
     }
 
     /// Decides what follows attempt number `attempt` (1-based) with `outcome`.
@@ -167,17 +167,27 @@ impl Schedule {
         let Some(scheduled) = self.delay_after(attempt, rng) else {
             return Next::DeadLetter;
         };
-        let cap = self
-            .max_retry_after
-            .mul_f64(self.scale.max(0.0))
-            .max(scheduled);
+        let scheduled = scheduled.min(LONGEST_DELAY);
+        let cap = scale_duration(self.max_retry_after, self.scale).clamp(scheduled, LONGEST_DELAY);
         let delay = match retry_after {
             Some(ra) => ra.clamp(scheduled, cap),
             None => scheduled,
         };
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1));
-        Next::RetryAt(now + delay)
+        Next::RetryAt(now.checked_add_signed(delay).unwrap_or(now))
     }
+}
+
+/// No retry is ever scheduled further out than this, whatever the configuration says.
+const LONGEST_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// `d * factor`, saturating, with negative or NaN factors giving zero (a misconfigured
+/// scale must not panic the worker).
+fn scale_duration(d: Duration, factor: f64) -> Duration {
+    if factor.is_nan() || factor <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(LONGEST_DELAY)
 }
 
 /// How long an endpoint may fail without a single success before it is disabled.
@@ -347,6 +357,27 @@ mod tests {
             Next::RetryAt(now + chrono::Duration::days(1))
         );
         assert_eq!(s.next(8, ra(60), now, &mut rng), Next::DeadLetter);
+    }
+
+    #[test]
+    fn odd_scales_do_not_panic() {
+        let now = t0();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let fail = Outcome::Failure {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        for scale in [f64::NAN, -1.0, 0.0, 1e300, f64::INFINITY] {
+            let s = Schedule::scaled(scale);
+            match s.next(1, fail, now, &mut rng) {
+                Next::RetryAt(at) => {
+                    assert!(
+                        at >= now && at <= now + chrono::Duration::days(30),
+                        "{scale}"
+                    );
+                }
+                other => panic!("{scale}: {other:?}"),
+            }
+        }
     }
 
     #[test]
