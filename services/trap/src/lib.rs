@@ -19,6 +19,8 @@ pub mod market;
 pub mod okx;
 pub mod recorder;
 pub mod stealth;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
