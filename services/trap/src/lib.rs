@@ -525,16 +525,11 @@ impl OrderBook for DbOrderBook {
     }
 
     async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
-        let all = self
-            .db
-            .list_orders(self.canary, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(all
-            .into_iter()
-            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
-            .map(to_order)
-            .collect())
+        self.list(symbol, true).await
+    }
+
+    async fn all_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
+        self.list(symbol, false).await
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, String> {
@@ -551,6 +546,21 @@ impl OrderBook for DbOrderBook {
             .await
             .map(|o| o.map(to_order))
             .map_err(|e| e.to_string())
+    }
+}
+
+impl DbOrderBook {
+    async fn list(&self, symbol: Option<&str>, open_only: bool) -> Result<Vec<Order>, String> {
+        let all = self
+            .db
+            .list_orders(self.canary, open_only)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(all
+            .into_iter()
+            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
+            .map(to_order)
+            .collect())
     }
 }
 
