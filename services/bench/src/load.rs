@@ -147,6 +147,8 @@ pub struct Report {
     pub error_samples: Vec<String>,
     /// Correct answers over the whole run, warm-up included (for the hit count check).
     pub ok_total: u64,
+    /// Every answer received over the whole run, warm-up included (for CPU per request).
+    pub completed: u64,
     /// Latency of every measured request, microseconds, sorted.
     pub latencies_us: Vec<u32>,
     /// Measured window, seconds.
@@ -177,6 +179,7 @@ struct Worker {
     errors: u64,
     samples: Vec<String>,
     ok_total: u64,
+    completed: u64,
     lat: Vec<u32>,
     body_bytes: u64,
 }
@@ -254,6 +257,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                 let sent = scheduled.unwrap_or_else(Instant::now);
                 let res = exchange(&mut sender, req).await;
                 let done = Instant::now();
+                st.completed += 1;
                 let measured = scheduled.is_some() || (done >= start && done <= end);
                 match res {
                     Ok((status, body)) => {
@@ -291,6 +295,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         report.count += w.count;
         report.errors += w.errors;
         report.ok_total += w.ok_total;
+        report.completed += w.completed;
         body_bytes += w.body_bytes;
         report.latencies_us.extend(w.lat);
         for s in w.samples {

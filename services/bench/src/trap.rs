@@ -140,6 +140,7 @@ struct Measured {
     report: Report,
     server_cpu: f64,
     client_cpu: f64,
+    wall: f64,
 }
 
 async fn measure(pid: u32, plan: Plan) -> anyhow::Result<Measured> {
@@ -157,6 +158,7 @@ async fn measure(pid: u32, plan: Plan) -> anyhow::Result<Measured> {
         report,
         server_cpu: share(s0, s1),
         client_cpu: share(c0, c1),
+        wall,
     })
 }
 
@@ -165,9 +167,11 @@ fn line(name: &str, m: &Measured, baseline: Option<f64>) {
     let ratio = baseline.map_or(String::new(), |b| {
         format!("; ratio to baseline {:.2}", r.rate() / b)
     });
+    // Server CPU per request: less sensitive than req/s to what else runs on the cores.
+    let us_per_req = m.server_cpu * m.wall / r.completed.max(1) as f64 * 1e6;
     println!(
         "  {name:<34} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}/{}  body {:.0} B  \
-         CPU server {:.2} client {:.2} cores{ratio}",
+         CPU server {:.2} client {:.2} cores, server {us_per_req:.0} us/req{ratio}",
         r.rate(),
         r.quantile_ms(0.50),
         r.quantile_ms(0.99),
