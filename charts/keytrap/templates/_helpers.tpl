@@ -188,7 +188,7 @@ The keytrap container of a serve pod: (dict "ctx" $ "component" "api" "roles" (l
 */}}
 {{- define "keytrap.serveContainer" -}}
 {{- $ := .ctx }}
-{{- $v := $.Values }}
+{{- $v := $.Values -}}
 - name: keytrap
   image: {{ include "keytrap.image" $ | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -218,8 +218,8 @@ The keytrap container of a serve pod: (dict "ctx" $ "component" "api" "roles" (l
       value: {{ join "," . | quote }}
     {{- end }}
     {{- end }}
-    {{- include "keytrap.databaseEnv" $ | nindent 4 }}
-    {{- include "keytrap.authEnv" $ | nindent 4 }}
+    {{- include "keytrap.databaseEnv" $ | trim | nindent 4 }}
+    {{- include "keytrap.authEnv" $ | trim | nindent 4 }}
     {{- with $v.config.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
