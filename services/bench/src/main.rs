@@ -171,6 +171,8 @@ async fn serve(
         admin_token: Some(ADMIN_TOKEN.into()),
         api_listen: api_listen.parse()?,
         trap_listen: trap_listen.as_deref().unwrap_or("127.0.0.1:0").parse()?,
+        health_listen: None,
+        http: keytrap::http::Limits::default(),
         roles,
         trap: Default::default(),
     };
