@@ -15,6 +15,7 @@ pub mod coinbase_exchange;
 pub mod emulator;
 pub mod kraken;
 pub mod kucoin;
+pub mod lookup;
 pub mod market;
 pub mod okx;
 pub mod recorder;
@@ -117,6 +118,8 @@ pub struct TrapState {
     pub config: TrapConfig,
     /// Holds idle answers so canary and unknown keys answer alike (see [`stealth`]).
     pub equalizer: stealth::Equalizer,
+    /// Canary lookups by digest (see [`lookup`]).
+    lookups: lookup::LookupCache,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
 }
 
@@ -130,6 +133,7 @@ impl TrapState {
             keys,
             config,
             equalizer: stealth::Equalizer::default(),
+            lookups: lookup::LookupCache::default(),
             emulators,
         })
     }
@@ -374,12 +378,23 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
 
     // From here canary and unknown keys take the same steps until the signature is known.
     let digest = st.keys.lookup_digest(exchange, &key);
-    let canary = match st.db.canary_by_digest(&digest).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "trap lookup failed");
-            return emu.reject(&req, Rejection::Unavailable);
-        }
+    let canary = match st.lookups.get(&digest) {
+        Some(cached) => cached,
+        None => match st.db.canary_by_digest(&digest).await {
+            Ok(c) => {
+                let found = c.map(|c| lookup::CanaryRef {
+                    id: c.id,
+                    tenant_id: c.tenant_id,
+                    store_id: c.store_id,
+                });
+                st.lookups.put(digest, found);
+                found
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "trap lookup failed");
+                return emu.reject(&req, Rejection::Unavailable);
+            }
+        },
     };
     let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
     let creds = st.keys.credentials(exchange, id);
