@@ -193,11 +193,78 @@ async fn apply_to_incident(
     Ok((id, t))
 }
 
-/// The hit's incident changes; returns its canary incident.
-async fn apply_hit(c: &mut SqliteConnection, hit: &Hit) -> Result<Uuid> {
-    let (incident, t) = apply_to_incident(c, IncidentKind::Canary, hit, false).await?;
-    apply_to_incident(c, IncidentKind::Store, hit, t == Transition::Opened).await?;
-    Ok(incident)
+/// The batched fast path: one statement counts every group whose open incident is at or
+/// above the group's severity; returns (group key, incident id) for those. Groups not
+/// returned go through [`apply_to_incident`] hit by hit (open, escalate).
+async fn count_open_incidents(
+    c: &mut SqliteConnection,
+    kind: IncidentKind,
+    groups: &[IncidentGroup],
+) -> Result<std::collections::HashMap<Uuid, Uuid>> {
+    let mut out = std::collections::HashMap::new();
+    let key_col = match kind {
+        IncidentKind::Canary => "canary_id",
+        IncidentKind::Store => "store_id",
+    };
+    for chunk in groups.chunks(512) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "UPDATE incidents SET hit_count = incidents.hit_count + v.column2,
+               last_seen = MAX(incidents.last_seen, v.column3), last_hit_id = v.column4,
+               canary_count = incidents.canary_count + v.column6
+             FROM (",
+        );
+        q.push_values(chunk, |mut b, g| {
+            b.push_bind(g.key)
+                .push_bind(g.hits)
+                .push_bind(ms(g.last_seen))
+                .push_bind(g.last_hit)
+                .push_bind(g.max_rank)
+                .push_bind(g.new_canaries);
+        });
+        q.push(format!(
+            ") AS v WHERE incidents.kind = '{}' AND incidents.{key_col} = v.column1
+               AND incidents.status <> 'resolved'
+               AND (CASE incidents.severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= v.column5
+             RETURNING incidents.{key_col}, incidents.id",
+            kind.as_str()
+        ));
+        for row in q.build().fetch_all(&mut *c).await.map_err(backend)? {
+            out.insert(
+                row.try_get::<Uuid, _>(0).map_err(backend)?,
+                row.try_get::<Uuid, _>(1).map_err(backend)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Incident changes for every hit of a batch; returns each hit's canary incident.
+async fn apply_hits(c: &mut SqliteConnection, hits: &[&Hit]) -> Result<Vec<Uuid>> {
+    let canary_groups = incident_groups(hits, |h| h.canary_id, None);
+    let fast = count_open_incidents(c, IncidentKind::Canary, &canary_groups).await?;
+    let mut incidents = Vec::with_capacity(hits.len());
+    let mut opened = Vec::with_capacity(hits.len());
+    for h in hits {
+        match fast.get(&h.canary_id) {
+            Some(id) => {
+                incidents.push(*id);
+                opened.push(false);
+            }
+            None => {
+                let (id, t) = apply_to_incident(c, IncidentKind::Canary, h, false).await?;
+                incidents.push(id);
+                opened.push(t == Transition::Opened);
+            }
+        }
+    }
+    let store_groups = incident_groups(hits, |h| h.store_id, Some(&opened));
+    let fast = count_open_incidents(c, IncidentKind::Store, &store_groups).await?;
+    for (h, new) in hits.iter().zip(&opened) {
+        if !fast.contains_key(&h.store_id) {
+            apply_to_incident(c, IncidentKind::Store, h, *new).await?;
+        }
+    }
+    Ok(incidents)
 }
 
 /// The batch's hit rows in multi-row inserts.
@@ -297,13 +364,18 @@ impl SqliteDatabase {
         for g in unknown_groups(batch) {
             apply_unknown_group(&mut tx, &g).await?;
         }
-        let mut rows = Vec::new();
-        for ev in batch {
-            if let TrapEvent::Hit(h) = ev {
-                rows.push((h.as_ref(), apply_hit(&mut tx, h).await?));
-            }
+        let hits: Vec<&Hit> = batch
+            .iter()
+            .filter_map(|ev| match ev {
+                TrapEvent::Hit(h) => Some(h.as_ref()),
+                TrapEvent::Unknown(_) => None,
+            })
+            .collect();
+        if !hits.is_empty() {
+            let incidents = apply_hits(&mut tx, &hits).await?;
+            let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
+            insert_hits(&mut tx, &rows).await?;
         }
-        insert_hits(&mut tx, &rows).await?;
         tx.commit().await.map_err(backend)
     }
 

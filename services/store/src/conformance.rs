@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
             trap_unknown_keys_are_counted_and_bounded,
             trap_orders_are_remembered_per_canary,
             trap_nonces_strictly_increase_per_canary,
+            trap_batches_count_open_incidents_in_bulk,
             incident_status_is_scoped_and_audited,
         );
     };
@@ -772,6 +773,75 @@ pub async fn trap_orders_are_remembered_per_canary(db: &dyn Database) {
     assert!(db.list_orders(cs[0].id, true).await.unwrap().is_empty());
     assert_eq!(db.list_orders(cs[0].id, false).await.unwrap().len(), 1);
     assert!(db.cancel_order(cs[0].id, "nope").await.unwrap().is_none());
+}
+
+/// A batch mixing counted hits (open incident already at or above) for one canary with
+/// an escalation for another: counts, canary counts, escalation events and each hit's
+/// incident come out exactly as if the hits had been committed one by one.
+pub async fn trap_batches_count_open_incidents_in_bulk(db: &dyn Database) {
+    let (t, s, cs) = planted(db, 360).await;
+    db.record_trap_events(&[
+        hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
+        hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
+    ])
+    .await
+    .unwrap();
+    let before = db.list_events(t.id, Page::default()).await.unwrap().len();
+    db.record_trap_events(&[
+        hit(&cs[0], Severity::Low, SignatureState::Missing, "read"),
+        hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
+        hit(&cs[0], Severity::High, SignatureState::Valid, "read"),
+        hit(&cs[1], Severity::High, SignatureState::Valid, "read"),
+        hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
+    ])
+    .await
+    .unwrap();
+    let incidents = db
+        .list_incidents(t.id, &IncidentFilter::default())
+        .await
+        .unwrap();
+    let of = |c: &NewCanary| {
+        incidents
+            .iter()
+            .find(|i| i.kind == IncidentKind::Canary && i.canary_id == Some(c.id))
+            .unwrap()
+            .clone()
+    };
+    let (i0, i1) = (of(&cs[0]), of(&cs[1]));
+    assert_eq!((i0.hit_count, i0.severity), (4, Severity::Critical));
+    assert_eq!(
+        (i1.hit_count, i1.severity),
+        (3, Severity::High),
+        "escalated in the batch"
+    );
+    let store_inc = incidents
+        .iter()
+        .find(|i| i.kind == IncidentKind::Store)
+        .unwrap();
+    assert_eq!(store_inc.store_id, s.id);
+    assert_eq!(store_inc.hit_count, 7);
+    assert_eq!(store_inc.canary_count, 2);
+    assert_eq!(store_inc.severity, Severity::Critical);
+    // Only cs[1]'s escalation is news.
+    let events = db.list_events(t.id, Page::default()).await.unwrap();
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    let hits = db.list_hits(t.id, &HitFilter::default()).await.unwrap();
+    assert_eq!(hits.len(), 7);
+    for h in &hits {
+        let expect = if h.canary_id == cs[0].id {
+            i0.id
+        } else {
+            i1.id
+        };
+        assert_eq!(h.incident_id, Some(expect));
+    }
+    assert_eq!(
+        i0.last_hit_id,
+        hits.iter()
+            .filter(|h| h.canary_id == cs[0].id)
+            .map(|h| h.id)
+            .max()
+    );
 }
 
 pub async fn trap_nonces_strictly_increase_per_canary(db: &dyn Database) {

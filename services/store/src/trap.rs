@@ -180,6 +180,54 @@ pub fn unknown_groups(batch: &[TrapEvent]) -> Vec<UnknownGroup<'_>> {
     groups
 }
 
+/// The hits of one batch that share an incident (one canary's, or one store's), for the
+/// batched fast path: an open incident at or above `max_rank` is only counted, with one
+/// statement for the whole batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentGroup {
+    /// The canary id or the store id.
+    pub key: Uuid,
+    pub hits: i64,
+    pub max_rank: i64,
+    pub last_seen: DateTime<Utc>,
+    /// The group's last hit in batch order.
+    pub last_hit: Uuid,
+    /// Canaries whose own incident opened in this batch (store groups only).
+    pub new_canaries: i64,
+}
+
+/// Groups `hits` by `key`, in first-appearance order; `opened[i]` says whether hit `i`
+/// opened its canary's incident (counted into the store groups' `new_canaries`).
+pub fn incident_groups(
+    hits: &[&Hit],
+    key: impl Fn(&Hit) -> Uuid,
+    opened: Option<&[bool]>,
+) -> Vec<IncidentGroup> {
+    let mut groups: Vec<IncidentGroup> = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        let k = key(h);
+        let new = i64::from(opened.is_some_and(|o| o.get(i).copied().unwrap_or(false)));
+        match groups.iter_mut().find(|g| g.key == k) {
+            Some(g) => {
+                g.hits += 1;
+                g.max_rank = g.max_rank.max(severity_rank(h.severity));
+                g.last_seen = g.last_seen.max(h.received_at);
+                g.last_hit = h.id;
+                g.new_canaries += new;
+            }
+            None => groups.push(IncidentGroup {
+                key: k,
+                hits: 1,
+                max_rank: severity_rank(h.severity),
+                last_seen: h.received_at,
+                last_hit: h.id,
+                new_canaries: new,
+            }),
+        }
+    }
+    groups
+}
+
 /// Severity as a number for SQL comparisons (`low` 0, `high` 1, `critical` 2).
 pub fn severity_rank(s: Severity) -> i64 {
     match s {
