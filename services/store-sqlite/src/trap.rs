@@ -572,7 +572,7 @@ impl SqliteDatabase {
         .bind(canary)
         .bind(id)
         .bind(id)
-        .fetch_optional(self.writer())
+        .fetch_optional(self.reader())
         .await
         .map_err(backend)?
         .as_ref()
@@ -590,7 +590,7 @@ impl SqliteDatabase {
         )
         .bind(canary)
         .bind(i64::from(open_only))
-        .fetch_all(self.writer())
+        .fetch_all(self.reader())
         .await
         .map_err(backend)?
         .iter()
