@@ -120,6 +120,8 @@ pub struct TrapState {
     pub equalizer: stealth::Equalizer,
     /// Canary lookups by digest (see [`lookup`]).
     lookups: lookup::LookupCache,
+    /// Authenticated requests being handled now: the trap is idle when only one is.
+    in_flight: std::sync::atomic::AtomicUsize,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
 }
 
@@ -134,6 +136,7 @@ impl TrapState {
             config,
             equalizer: stealth::Equalizer::default(),
             lookups: lookup::LookupCache::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             emulators,
         })
     }
@@ -145,13 +148,25 @@ impl TrapState {
         let is_hit = matches!(event, TrapEvent::Hit(_));
         let commit = self.recorder.record(event).await;
         let took = started.elapsed();
-        if is_hit && commit.ok && commit.batch == 1 {
+        // Idle means this request alone: its own commit and nothing else in flight. Under
+        // load nothing is held (and nothing learned), so holds cannot feed on themselves.
+        let alone =
+            commit.batch == 1 && self.in_flight.load(std::sync::atomic::Ordering::Relaxed) <= 1;
+        let batch = if alone { 1 } else { commit.batch.max(2) };
+        if is_hit && commit.ok && alone {
             self.equalizer.observe_hit(took);
         }
-        if let Some(hold) = self.equalizer.hold(took, commit.batch) {
+        if let Some(hold) = self.equalizer.hold(took, batch) {
             tokio::time::sleep(hold).await;
         }
         commit.ok
+    }
+
+    /// Counts an authenticated request in flight until the guard drops.
+    fn busy(&self) -> InFlight<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(&self.in_flight)
     }
 
     /// Exchanges with an emulator.
@@ -159,6 +174,14 @@ impl TrapState {
         let mut v: Vec<_> = self.emulators.keys().copied().collect();
         v.sort();
         v
+    }
+}
+
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -363,6 +386,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     let Some(key) = key else {
         return public.unwrap_or_else(|| emu.reject(&req, Rejection::MissingKey));
     };
+    let _busy = st.busy();
     let exchange = req.exchange;
     if !matches_key_format(exchange, &key) {
         let ok = st.record(unknown(&req, &key, true), started).await;
