@@ -316,7 +316,8 @@ pub async fn bootstrap(st: &AppState, supplied: Option<String>) -> Result<Option
                 .map_err(db_err)?
                 .is_none()
             {
-                issue_token(
+                let digest = st.keys.token_digest(&t);
+                let issued = issue_token(
                     st,
                     root.id,
                     "admin (KEYTRAP_ADMIN_TOKEN)",
@@ -324,8 +325,20 @@ pub async fn bootstrap(st: &AppState, supplied: Option<String>) -> Result<Option
                     Some(t),
                     None,
                 )
-                .await
-                .map_err(|e| format!("cannot store KEYTRAP_ADMIN_TOKEN: {e}"))?;
+                .await;
+                // Replicas starting together race to store the same token: the loser
+                // finds the winner's row and carries on.
+                if let Err(e) = issued {
+                    if st
+                        .db
+                        .token_by_digest(&digest)
+                        .await
+                        .map_err(db_err)?
+                        .is_none()
+                    {
+                        return Err(format!("cannot store KEYTRAP_ADMIN_TOKEN: {e}"));
+                    }
+                }
             }
             Ok(None)
         }

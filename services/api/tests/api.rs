@@ -858,3 +858,31 @@ async fn logs_carry_no_secrets() {
         "presented tokens are not logged"
     );
 }
+
+/// Replicas starting together with the same `KEYTRAP_ADMIN_TOKEN` all start, and the
+/// token is stored once.
+#[tokio::test]
+async fn concurrent_bootstrap_with_a_supplied_token() {
+    for app in [sqlite_app().await, postgres_app().await]
+        .into_iter()
+        .flatten()
+    {
+        let t = "keytrap_supplied_admin_token_for_replicas_0123456789";
+        let boot = || keytrap_api::tokens::bootstrap(&app.state, Some(t.to_string()));
+        let (a, b, c, d) = tokio::join!(boot(), boot(), boot(), boot());
+        for r in [a, b, c, d] {
+            assert_eq!(r, Ok(None), "every replica starts, none prints a token");
+        }
+        let root = app.state.db.root_tenant().await.unwrap().unwrap();
+        let named = app
+            .state
+            .db
+            .list_tokens(root.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.name == "admin (KEYTRAP_ADMIN_TOKEN)")
+            .count();
+        assert_eq!(named, 1);
+    }
+}
