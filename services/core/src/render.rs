@@ -202,6 +202,18 @@ pub struct RenderSpec {
     /// ccxt: python (default) or json.
     #[serde(default)]
     pub ccxt_language: CcxtLanguage,
+    /// Record value: a human label (e.g. `nightly 2026-11-20`); `{label}` in SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Record value: the owning user's id in the target system; `{user_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Record value: creation time as the target stores it; `{created_at}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// Record value: a lure endpoint (the trap's URL for this exchange); `{base_url}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
 }
 
 impl RenderSpec {
@@ -241,6 +253,24 @@ impl<'a> RenderInput<'a> {
             user_id: None,
             created_at: None,
             base_url: None,
+        }
+    }
+}
+
+impl<'a> RenderInput<'a> {
+    /// Credentials with the record values of `spec` (label, user id, ...).
+    pub fn with_spec(
+        exchange: Exchange,
+        credentials: &'a Credentials,
+        spec: &'a RenderSpec,
+    ) -> Self {
+        RenderInput {
+            exchange,
+            credentials,
+            label: spec.label.as_deref(),
+            user_id: spec.user_id.as_deref(),
+            created_at: spec.created_at.as_deref(),
+            base_url: spec.base_url.as_deref(),
         }
     }
 }
