@@ -18,6 +18,8 @@ use keytrap_store::{Database, NewAudit, NewCanary, NewStore, StoreKind};
 use serde_json::json;
 use uuid::Uuid;
 
+mod plant;
+
 const MASTER_KEY: &str = "YmVuY2htYXJrLW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
 const ADMIN_TOKEN: &str = "keytrap_benchmarkbenchmarkbenchmarkbenchmark0";
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -49,6 +51,17 @@ enum Cmd {
         #[arg(long, default_value = "binance")]
         exchange: Exchange,
     },
+    /// is_canary ns/call and `plant db` rows/s into PostgreSQL, with baselines.
+    Plant {
+        /// Keys checked by is_canary.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Rows planted into PostgreSQL.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u32,
+        #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
+        postgres_url: String,
+    },
     /// (internal) run `keytrap serve` in this process.
     #[command(hide = true)]
     Serve {
@@ -67,6 +80,24 @@ fn main() -> anyhow::Result<()> {
             database_url,
             api_listen,
         } => rt.block_on(serve(database_url, api_listen)),
+        Cmd::Plant {
+            keys,
+            rows,
+            postgres_url,
+        } => {
+            println!("machine: {}", machine());
+            let (ns, base, hits) = plant::detect(keys.max(14));
+            println!(
+                "is_canary: {ns:.0} ns/call over {keys} keys ({hits} canaries); baseline one HMAC-SHA256 of the key: {base:.0} ns; ratio {:.2}",
+                ns / base
+            );
+            let (planted, bare) = rt.block_on(plant::plant(&postgres_url, rows.max(1)))?;
+            println!(
+                "plant db --apply into PostgreSQL: {planted:.0} rows/s ({rows} rows, minted, inserted in one transaction, placements recorded); baseline bare INSERTs: {bare:.0} rows/s; ratio {:.2}",
+                planted / bare
+            );
+            Ok(())
+        }
         Cmd::Mint {
             count,
             batch,
@@ -96,6 +127,8 @@ async fn serve(database_url: String, api_listen: String) -> anyhow::Result<()> {
         trap_listen: "127.0.0.1:0".parse()?,
         roles: vec![keytrap::config::Role::Api],
         trap: Default::default(),
+        health_listen: None,
+        http: Default::default(),
     };
     keytrap::serve::run(cfg).await
 }

@@ -22,6 +22,9 @@ use crate::target::{fake_label, plan, text_at, Companions, Encoding, Plan, Targe
 
 /// Rows per INSERT statement (and per lookup of the inserted rows).
 const CHUNK: usize = 200;
+/// Placements per API call: each carries its column mapping, and the API reads
+/// bodies up to 256 KiB.
+const RECORD_CHUNK: usize = 200;
 /// Most canaries one `plant db` creates.
 const MAX_PLANT: u32 = 100_000;
 
@@ -490,7 +493,7 @@ pub async fn plant_db(a: &PlantDbArgs) -> anyhow::Result<PlantReport> {
         })
         .collect();
     let mut recorded: Vec<Placement> = Vec::with_capacity(new.len());
-    for chunk in new.chunks(10_000) {
+    for chunk in new.chunks(RECORD_CHUNK) {
         match client.record_placements(chunk).await {
             Ok(p) => recorded.extend(p),
             Err(e) => {
@@ -521,7 +524,7 @@ pub async fn plant_db(a: &PlantDbArgs) -> anyhow::Result<PlantReport> {
 
 async fn undo_placements(client: &Client, recorded: &[Placement]) {
     let ids: Vec<Uuid> = recorded.iter().map(|p| p.id).collect();
-    for chunk in ids.chunks(10_000) {
+    for chunk in ids.chunks(1_000) {
         if let Err(e) = client.delete_placements(chunk).await {
             tracing::error!(error = %e, "could not delete placements of a failed plant");
         }
