@@ -180,3 +180,100 @@ async fn render_plant_and_verify_through_the_cli() {
     );
     s.terminate();
 }
+
+/// A key planted with `plant db` and then used at the trap (signed like a real client)
+/// opens an incident on its store, and the placement names the table and row.
+#[tokio::test]
+async fn a_planted_key_used_at_the_trap_names_store_and_table() {
+    use hmac::Mac;
+    let dir = temp_dir();
+    let mut s = Server::start(&dir, &[], &[]);
+    s.wait_ready().await;
+    let token = bootstrap_token(&s);
+    let db = dir.join("users.db");
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE exchange_api_keys (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, api_key TEXT NOT NULL, api_secret TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, _, err) = run(
+        &dir,
+        &s.api,
+        &token,
+        &[
+            "plant",
+            "db",
+            "--url",
+            &url,
+            "--table",
+            "exchange_api_keys",
+            "--map",
+            "user_id={user_id},api_key={api_key},api_secret={api_secret}",
+            "--exchange",
+            "binance",
+            "--store",
+            "users-db",
+            "--create-store",
+            "--count",
+            "2",
+            "--apply",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (id, key, secret): (i64, String, String) =
+        sqlx::query_as("SELECT id, api_key, api_secret FROM exchange_api_keys ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let q = format!("recvWindow=10000&timestamp={now}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(q.as_bytes());
+    let q = format!("{q}&signature={}", hex::encode(mac.finalize().into_bytes()));
+    let r = reqwest::Client::new()
+        .get(format!("{}/binance/api/v3/account?{q}", s.trap))
+        .header("X-MBX-APIKEY", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    // The trap commits hits in batches: poll briefly.
+    let mut incident = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, v) = common::call(
+            reqwest::Method::GET,
+            &format!("{}/v1/incidents", s.api),
+            &token,
+            None,
+        )
+        .await;
+        if let Some(i) = v["incidents"].as_array().and_then(|a| a.first()) {
+            incident = i.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!incident.is_null(), "no incident opened");
+    let (_, stores) = common::call(
+        reqwest::Method::GET,
+        &format!("{}/v1/stores?name=users-db", s.api),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(incident["store_id"], stores["stores"][0]["id"]);
+    let canary = incident["canary_id"].as_str().unwrap();
+    let (_, p) = common::call(
+        reqwest::Method::GET,
+        &format!("{}/v1/placements?canary_id={canary}", s.api),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(p["placements"][0]["location"], "exchange_api_keys");
+    assert_eq!(p["placements"][0]["row_key"], format!("id={id}"));
+    s.terminate();
+}
