@@ -28,8 +28,8 @@ const RECORD_CHUNK: usize = 200;
 /// Most canaries one `plant db` creates.
 const MAX_PLANT: u32 = 100_000;
 
-/// Where keytrap's management API is.
-#[derive(Debug, Clone, Args)]
+/// Where keytrap's management API is. `Debug` hides the token.
+#[derive(Clone, Args)]
 pub struct ApiArgs {
     /// Management API base URL.
     #[arg(
@@ -41,6 +41,15 @@ pub struct ApiArgs {
     /// API token with the `mint` scope (prefer the variable: flags show in `ps`).
     #[arg(long, env = "KEYTRAP_TOKEN", hide_env_values = true)]
     pub token: String,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("keytrap_url", &self.keytrap_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl ApiArgs {

@@ -2,7 +2,8 @@
 //! and a SQLite file, with a real keytrap API on 127.0.0.1: plant into a realistic
 //! `exchange_api_keys` table, read the rows back, verify, and refuse bad input leaving
 //! the target unchanged. PostgreSQL and MariaDB tests skip (saying so) when the
-//! server is unreachable; set KEYTRAP_TEST_POSTGRES_URL / KEYTRAP_TEST_MYSQL_URL.
+//! server is unreachable (and fail under `CI`); KEYTRAP_TEST_POSTGRES_URL and
+//! KEYTRAP_TEST_MYSQL_URL override the default local servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -102,8 +103,15 @@ async fn target(kind: Kind) -> Option<TargetDb> {
     };
     let pool = match AnyPool::connect(&url).await {
         Ok(p) => p,
+        // Under CI the servers must be there: fail rather than skip.
+        Err(e) if std::env::var_os("CI").is_some() => panic!("cannot connect to {url}: {e}"),
         Err(e) => {
-            eprintln!("skipping: cannot connect to {url}: {e}");
+            let name = if kind == Kind::Mysql {
+                "MariaDB"
+            } else {
+                "PostgreSQL"
+            };
+            eprintln!("SKIPPED: {name} unreachable at {url}: {e}");
             return None;
         }
     };
