@@ -205,6 +205,11 @@ pub struct CanaryView {
 }
 
 impl CanaryView {
+    /// The view without credentials.
+    pub fn from_canary(c: Canary) -> Self {
+        Self::new(c, None)
+    }
+
     fn new(c: Canary, credentials: Option<Credentials>) -> Self {
         CanaryView {
             id: c.id,

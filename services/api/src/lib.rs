@@ -8,6 +8,7 @@ pub mod extract;
 mod handlers;
 pub mod incidents;
 mod meta;
+pub mod plant;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -68,6 +69,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(handlers::mint_canaries, handlers::list_canaries))
         .routes(routes!(handlers::get_canary))
         .routes(routes!(handlers::disable_canary))
+        .routes(routes!(plant::render_canary))
+        .routes(routes!(plant::set_expiry))
+        .routes(routes!(plant::get_detection_key))
+        .routes(routes!(plant::record_placements, plant::list_placements))
+        .routes(routes!(plant::delete_placements))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::create_tenant))

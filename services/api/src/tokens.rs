@@ -54,7 +54,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     name: String,
-    /// Any of `admin`, `mint`, `read`.
+    /// Any of `admin`, `mint`, `read`, `detect`.
     scopes: Vec<Scope>,
 }
 

@@ -26,6 +26,8 @@ use keytrap_store::{Database, NewAudit, NewCanary, NewStore, StoreKind};
 use serde_json::json;
 use uuid::Uuid;
 
+mod plant;
+
 const MASTER_KEY: &str = "YmVuY2htYXJrLW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
 pub(crate) const ADMIN_TOKEN: &str = "keytrap_benchmarkbenchmarkbenchmarkbenchmark0";
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -83,6 +85,17 @@ enum Cmd {
         #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
         postgres_url: String,
     },
+    /// is_canary ns/call and `plant db` rows/s into PostgreSQL, with baselines.
+    Plant {
+        /// Keys checked by is_canary.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Rows planted into PostgreSQL.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u32,
+        #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
+        postgres_url: String,
+    },
     /// (internal) run `keytrap serve` in this process.
     #[command(hide = true)]
     Serve {
@@ -135,6 +148,24 @@ fn main() -> anyhow::Result<()> {
                 backends,
                 postgres_url,
             }))
+        }
+        Cmd::Plant {
+            keys,
+            rows,
+            postgres_url,
+        } => {
+            println!("machine: {}", machine());
+            let (ns, base, hits) = plant::detect(keys.max(14));
+            println!(
+                "is_canary: {ns:.0} ns/call over {keys} keys ({hits} canaries); baseline one HMAC-SHA256 of the key: {base:.0} ns; ratio {:.2}",
+                ns / base
+            );
+            let (planted, bare) = rt.block_on(plant::plant(&postgres_url, rows.max(1)))?;
+            println!(
+                "plant db --apply into PostgreSQL: {planted:.0} rows/s ({rows} rows, minted, inserted in one transaction, placements recorded); baseline bare INSERTs: {bare:.0} rows/s; ratio {:.2}",
+                planted / bare
+            );
+            Ok(())
         }
         Cmd::Mint {
             count,

@@ -31,6 +31,7 @@ mod derive;
 mod exchange;
 mod format;
 mod keys;
+pub mod render;
 mod words;
 
 #[cfg(test)]

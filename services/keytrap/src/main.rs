@@ -1,6 +1,6 @@
 //! The `keytrap` binary: a thin CLI over the library crates.
 
-use keytrap::{config, mint, serve};
+use keytrap::{config, mint, plant, serve};
 
 use std::path::PathBuf;
 
@@ -34,6 +34,14 @@ enum Command {
     Migrate(StorageArgs),
     /// Mint canaries through a running server and print them (json, env or csv).
     Mint(mint::MintArgs),
+    /// Render a canary for the place it goes (env, json, yaml, csv, sql, k8s, ccxt, cdp).
+    Render(plant::RenderArgs),
+    /// Seed canaries into a database table or a file (backups, snapshots).
+    #[command(subcommand)]
+    Plant(plant::PlantCommand),
+    /// Check planted canaries are still where keytrap recorded them.
+    #[command(subcommand)]
+    Verify(plant::VerifyCommand),
     /// Print a fresh random master key (base64), for KEYTRAP_MASTER_KEY.
     GenMasterKey,
 }
@@ -78,6 +86,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Mint(a) => mint::run(a).await,
+        Command::Render(a) => plant::render(a).await,
+        Command::Plant(c) => plant::run_plant(c).await,
+        Command::Verify(c) => plant::run_verify(c).await,
         Command::GenMasterKey => {
             println!("{}", keytrap_core::MasterKey::generate().to_base64());
             Ok(())

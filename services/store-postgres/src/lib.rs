@@ -12,6 +12,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+mod placements;
 mod trap;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -571,6 +572,38 @@ impl Database for PgDatabase {
 
     async fn cancel_order(&self, canary: Uuid, order_id: &str) -> Result<Option<TrapOrder>> {
         self.trap_cancel_order(canary, order_id).await
+    }
+
+    // ---- placements (issue 5) -------------------------------------------------------
+
+    async fn insert_placements(
+        &self,
+        placements: &[NewPlacement],
+        audit: NewAudit,
+    ) -> Result<Vec<Placement>> {
+        self.placements_insert(placements, audit).await
+    }
+
+    async fn list_placements(
+        &self,
+        tenant: Uuid,
+        filter: &PlacementFilter,
+    ) -> Result<Vec<Placement>> {
+        self.placements_list(tenant, filter).await
+    }
+
+    async fn delete_placements(&self, tenant: Uuid, ids: &[Uuid], audit: NewAudit) -> Result<u64> {
+        self.placements_delete(tenant, ids, audit).await
+    }
+
+    async fn set_canary_expiry(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        expires_at: Option<DateTime<Utc>>,
+        audit: NewAudit,
+    ) -> Result<Canary> {
+        self.canary_set_expiry(tenant, id, expires_at, audit).await
     }
 }
 

@@ -32,6 +32,10 @@ macro_rules! conformance_suite {
             trap_nonces_strictly_increase_per_canary,
             trap_batches_count_open_incidents_in_bulk,
             incident_status_is_scoped_and_audited,
+            // ---- placements (issue 5)
+            placements_record_list_and_delete,
+            placements_are_all_or_nothing_and_unique,
+            canary_expiry_can_be_set_and_cleared,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -954,4 +958,230 @@ pub async fn incident_status_is_scoped_and_audited(db: &dyn Database) {
     assert_eq!(still.status, IncidentStatus::Resolved);
     let log = db.list_audit(t.id, Page::default()).await.unwrap();
     assert!(log.iter().any(|e| e.action == "incident.resolve"));
+}
+
+// ---- placements (issue 5) ------------------------------------------------------------
+
+fn new_placement(tenant: Uuid, canary: Uuid, row: &str) -> NewPlacement {
+    NewPlacement {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        canary_id: canary,
+        kind: PlacementKind::Database,
+        target: "postgres://db.internal:5432/users".into(),
+        location: "exchange_api_keys".into(),
+        row_key: Some(format!("id={row}")),
+        snapshot: None,
+        details: json!({ "key_column": "api_key", "columns": ["api_key", "api_secret"] }),
+    }
+}
+
+async fn placed_canaries(
+    db: &dyn Database,
+    tenant: Uuid,
+    store: Uuid,
+    n: u64,
+    base: u64,
+) -> Vec<NewCanary> {
+    let rows: Vec<NewCanary> = (0..n)
+        .map(|i| new_canary(tenant, store, Exchange::Kucoin, base + i))
+        .collect();
+    db.insert_canaries(&rows, audit(tenant, "canary.mint"))
+        .await
+        .unwrap();
+    rows
+}
+
+pub async fn placements_record_list_and_delete(db: &dyn Database) {
+    let t = tenant(db, "acme").await;
+    let other = tenant(db, "other").await;
+    let s = store(db, t.id, "users-db").await;
+    let s2 = store(db, t.id, "backups").await;
+    let c = placed_canaries(db, t.id, s.id, 3, 100).await;
+    let c2 = placed_canaries(db, t.id, s2.id, 1, 200).await;
+    let recorded = db
+        .insert_placements(
+            &[
+                new_placement(t.id, c[0].id, "1"),
+                new_placement(t.id, c[1].id, "2"),
+            ],
+            audit(t.id, "placement.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].store_id, s.id);
+    assert_eq!(recorded[0].row_key.as_deref(), Some("id=1"));
+    assert_eq!(recorded[0].details["key_column"], "api_key");
+    let mut file = new_placement(t.id, c2[0].id, "x");
+    file.kind = PlacementKind::File;
+    file.row_key = None;
+    file.snapshot = Some("2026-11-20".into());
+    db.insert_placements(&[file], audit(t.id, "placement.create"))
+        .await
+        .unwrap();
+
+    let all = db
+        .list_placements(t.id, &PlacementFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[..2], recorded[..]);
+    let by_store = db
+        .list_placements(
+            t.id,
+            &PlacementFilter {
+                store_id: Some(s2.id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_store.len(), 1);
+    assert_eq!(by_store[0].kind, PlacementKind::File);
+    assert_eq!(by_store[0].snapshot.as_deref(), Some("2026-11-20"));
+    let by_canary = db
+        .list_placements(
+            t.id,
+            &PlacementFilter {
+                canary_id: Some(c[1].id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_canary, [recorded[1].clone()]);
+    let page = db
+        .list_placements(
+            t.id,
+            &PlacementFilter {
+                page: Page {
+                    after: Some(recorded[0].id),
+                    limit: 1,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page, [recorded[1].clone()]);
+    // Another tenant sees none and deletes none.
+    assert!(db
+        .list_placements(other.id, &PlacementFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let ids: Vec<Uuid> = recorded.iter().map(|p| p.id).collect();
+    assert_eq!(
+        db.delete_placements(other.id, &ids, audit(other.id, "placement.delete"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        db.delete_placements(t.id, &ids, audit(t.id, "placement.delete"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.list_placements(t.id, &PlacementFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let log = db.list_audit(t.id, Page::default()).await.unwrap();
+    assert!(log.iter().any(|a| a.action == "placement.delete"));
+    assert!(
+        log.iter()
+            .filter(|a| a.action == "placement.create")
+            .count()
+            == 2
+    );
+}
+
+pub async fn placements_are_all_or_nothing_and_unique(db: &dyn Database) {
+    let t = tenant(db, "acme").await;
+    let other = tenant(db, "other").await;
+    let s = store(db, t.id, "users-db").await;
+    let so = store(db, other.id, "theirs").await;
+    let c = placed_canaries(db, t.id, s.id, 2, 300).await;
+    let theirs = placed_canaries(db, other.id, so.id, 1, 400).await;
+    db.insert_placements(&[new_placement(t.id, c[0].id, "1")], audit(t.id, "p"))
+        .await
+        .unwrap();
+    // A second placement of a placed canary fails, and takes the good one with it.
+    let dup = db
+        .insert_placements(
+            &[
+                new_placement(t.id, c[1].id, "2"),
+                new_placement(t.id, c[0].id, "3"),
+            ],
+            audit(t.id, "p"),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    // Another tenant's canary is not found, and nothing of the batch stays.
+    let foreign = db
+        .insert_placements(
+            &[
+                new_placement(t.id, c[1].id, "2"),
+                new_placement(t.id, theirs[0].id, "4"),
+            ],
+            audit(t.id, "p"),
+        )
+        .await;
+    assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
+    let unknown = db
+        .insert_placements(
+            &[new_placement(t.id, Uuid::now_v7(), "5")],
+            audit(t.id, "p"),
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    let all = db
+        .list_placements(t.id, &PlacementFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].canary_id, c[0].id);
+}
+
+pub async fn canary_expiry_can_be_set_and_cleared(db: &dyn Database) {
+    let t = tenant(db, "acme").await;
+    let other = tenant(db, "other").await;
+    let s = store(db, t.id, "users-db").await;
+    let c = placed_canaries(db, t.id, s.id, 1, 500).await;
+    let soon = Utc::now() + Duration::days(7);
+    let got = db
+        .set_canary_expiry(t.id, c[0].id, Some(soon), audit(t.id, "canary.expire"))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.expires_at.map(|e| e.timestamp_millis()),
+        Some(soon.timestamp_millis())
+    );
+    assert_eq!(got.status, CanaryStatus::Active);
+    let past = Utc::now() - Duration::seconds(1);
+    let got = db
+        .set_canary_expiry(t.id, c[0].id, Some(past), audit(t.id, "canary.expire"))
+        .await
+        .unwrap();
+    assert_eq!(got.status, CanaryStatus::Expired);
+    let got = db
+        .set_canary_expiry(t.id, c[0].id, None, audit(t.id, "canary.expire"))
+        .await
+        .unwrap();
+    assert_eq!(got.expires_at, None);
+    assert_eq!(got.status, CanaryStatus::Active);
+    let foreign = db
+        .set_canary_expiry(
+            other.id,
+            c[0].id,
+            Some(soon),
+            audit(other.id, "canary.expire"),
+        )
+        .await;
+    assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
 }

@@ -130,4 +130,33 @@ pub trait Database: Send + Sync + 'static {
     /// seen; `false` (nothing changed) for a replayed or stale nonce. Atomic, so
     /// concurrent trap replicas agree.
     async fn advance_nonce(&self, canary: Uuid, nonce: u64) -> Result<bool>;
+
+    // ---- placements (issue 5: planting) -------------------------------------------
+    // Kept as one block at the end of the trait to ease merging with other branches.
+
+    /// Records placements, all or none, with one audit line. `NotFound` when a canary
+    /// is not the tenant's; `Conflict("placement")` when a canary is already placed.
+    async fn insert_placements(
+        &self,
+        placements: &[NewPlacement],
+        audit: NewAudit,
+    ) -> Result<Vec<Placement>>;
+    async fn list_placements(
+        &self,
+        tenant: Uuid,
+        filter: &PlacementFilter,
+    ) -> Result<Vec<Placement>>;
+    /// Deletes the tenant's placements with these ids (e.g. a plant whose target
+    /// transaction failed after recording); returns how many were deleted.
+    async fn delete_placements(&self, tenant: Uuid, ids: &[Uuid], audit: NewAudit) -> Result<u64>;
+    /// Sets (or clears) a canary's expiry, e.g. the grace period of a rotated
+    /// generation. `NotFound` if it is not the tenant's.
+    async fn set_canary_expiry(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        expires_at: Option<DateTime<Utc>>,
+        audit: NewAudit,
+    ) -> Result<Canary>;
+    // ---- end placements
 }

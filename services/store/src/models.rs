@@ -36,16 +36,20 @@ pub enum Scope {
     Mint,
     /// Read stores, canaries (without credentials), hits and incidents.
     Read,
+    /// Fetch the detection key, so a service can recognise canaries offline (SDK
+    /// `is_canary`). Grants nothing else.
+    Detect,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::Mint, Scope::Read];
+    pub const ALL: [Scope; 4] = [Scope::Admin, Scope::Mint, Scope::Read, Scope::Detect];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Admin => "admin",
             Scope::Mint => "mint",
             Scope::Read => "read",
+            Scope::Detect => "detect",
         }
     }
 }
@@ -56,7 +60,7 @@ impl FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown scope {s:?}; expected admin, mint or read"))
+            .ok_or_else(|| format!("unknown scope {s:?}; expected admin, mint, read or detect"))
     }
 }
 
@@ -356,4 +360,82 @@ impl NewAudit {
             at,
         }
     }
+}
+
+// ---- placements (issue 5: planting) -------------------------------------------------
+
+/// Where one canary was planted: a row of a database table, or a file (a backup
+/// generation, a config file). One placement per canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Placement {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub canary_id: Uuid,
+    /// The canary's store.
+    pub store_id: Uuid,
+    /// `database` or `file`.
+    pub kind: PlacementKind,
+    /// The database URL without credentials, or the file path.
+    pub target: String,
+    /// The table, or the file format.
+    pub location: String,
+    /// How to find the row again (`id=42`); absent when it is found by its API key.
+    pub row_key: Option<String>,
+    /// The snapshot or backup generation label (`2026-11-20`).
+    pub snapshot: Option<String>,
+    /// What verification needs: the column mapping, the key column, ...
+    pub details: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What kind of place a placement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementKind {
+    /// A row in a database table.
+    Database,
+    /// A record in a file.
+    File,
+}
+
+impl PlacementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementKind::Database => "database",
+            PlacementKind::File => "file",
+        }
+    }
+}
+
+impl FromStr for PlacementKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "database" => Ok(PlacementKind::Database),
+            "file" => Ok(PlacementKind::File),
+            _ => Err(format!("unknown placement kind {s:?}")),
+        }
+    }
+}
+
+/// A placement to record. Its store is the canary's.
+#[derive(Debug, Clone)]
+pub struct NewPlacement {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub canary_id: Uuid,
+    pub kind: PlacementKind,
+    pub target: String,
+    pub location: String,
+    pub row_key: Option<String>,
+    pub snapshot: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// Which placements to list (all filters optional), in id order.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementFilter {
+    pub store_id: Option<Uuid>,
+    pub canary_id: Option<Uuid>,
+    pub page: Page,
 }

@@ -4,6 +4,7 @@
 mod formats;
 mod keys;
 mod kucoin_time;
+mod render;
 mod scanners;
 mod uniformity;
 

@@ -9,7 +9,7 @@ use crate::{Credentials, Exchange};
 
 /// gitleaks' semi-generic rule template (`generateSemiGenericRegex`).
 /// ASCII classes (`\w`, `\s`), as in Go's RE2 that gitleaks uses.
-fn gitleaks(keyword: &str, secret: &str) -> Regex {
+pub(super) fn gitleaks(keyword: &str, secret: &str) -> Regex {
     regex::RegexBuilder::new(&format!(
         r#"(?i)[\w.-]{{0,50}}?(?:{keyword})(?:[ \t\w.-]{{0,20}})[\s'"]{{0,3}}(?:=|>|:{{1,3}}=|\|\||:|=>|\?=|,)[\x60'"\s=]{{0,5}}({secret})(?:[\x60'"\s;]|\\[nr]|$)"#
     ))
@@ -19,13 +19,13 @@ fn gitleaks(keyword: &str, secret: &str) -> Regex {
 }
 
 /// trufflehog's `detectors.PrefixRegex`: keyword, then up to 40 chars (newlines too).
-fn trufflehog(keyword: &str, pattern: &str) -> Regex {
+pub(super) fn trufflehog(keyword: &str, pattern: &str) -> Regex {
     Regex::new(&format!(r"(?i:{keyword})(?:.|[\n\r]){{0,40}}?{pattern}"))
         .expect("valid trufflehog regex")
 }
 
 /// All first capture groups, like Go's `FindAllStringSubmatch(.., -1)[i][1]`.
-fn captures(re: &Regex, text: &str) -> Vec<String> {
+pub(super) fn captures(re: &Regex, text: &str) -> Vec<String> {
     re.captures_iter(text)
         .filter_map(|c| c.get(1).map(|m| m.as_str().to_owned()))
         .collect()
@@ -47,7 +47,7 @@ fn shannon_entropy(s: &str) -> f64 {
         .sum()
 }
 
-fn minted(exchange: Exchange, n: u64) -> impl Iterator<Item = Credentials> {
+pub(super) fn minted(exchange: Exchange, n: u64) -> impl Iterator<Item = Credentials> {
     let keys = fixed_keys();
     (0..n).map(move |i| keys.credentials(exchange, v7_id(1000 + i)))
 }
