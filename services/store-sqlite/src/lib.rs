@@ -53,7 +53,7 @@ impl SqliteDatabase {
             .map_err(backend)?;
         MIGRATOR.run(&writer).await.map_err(backend)?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(12)
             .connect_with(base.read_only(true))
             .await
             .map_err(backend)?;
