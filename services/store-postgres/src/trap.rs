@@ -15,7 +15,7 @@ fn corrupt(e: keytrap_core::UnknownExchange) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn hit_row(r: &PgRow) -> Result<Hit> {
+pub(crate) fn hit_row(r: &PgRow) -> Result<Hit> {
     let exchange: &str = r.try_get("exchange").map_err(backend)?;
     let params: Json<serde_json::Value> = r.try_get("action_params").map_err(backend)?;
     Ok(Hit {
@@ -278,6 +278,16 @@ impl PgDatabase {
                 TrapEvent::Hit(h) => apply_hit(&mut tx, h).await?,
                 TrapEvent::Unknown(u) => apply_unknown(&mut tx, u).await?,
             }
+        }
+        if batch.iter().any(|e| matches!(e, TrapEvent::Hit(_))) {
+            // Delivered to listening workers at commit, never before: a woken worker
+            // finds the events. A hit may not have opened or escalated anything; a
+            // spurious wake-up costs one empty fan-out query.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::webhooks::WAKE_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }
