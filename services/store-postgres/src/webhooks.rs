@@ -113,6 +113,41 @@ impl PgDatabase {
         Ok(l)
     }
 
+    /// Wakes `notify` on every notification on [`WAKE_CHANNEL`], reconnecting after a
+    /// lost connection (and waking once then, since notifications may have been missed).
+    pub fn spawn_alert_wakeups(
+        &self,
+        notify: std::sync::Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match db.alert_listener().await {
+                    Ok(mut l) => {
+                        notify.notify_one();
+                        loop {
+                            match l.try_recv().await {
+                                Ok(Some(_)) => notify.notify_one(),
+                                Ok(None) => {
+                                    // Reconnected inside sqlx: anything may have been missed.
+                                    notify.notify_one();
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "alert LISTEN connection failed; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot LISTEN for alert wake-ups; polling meanwhile")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     pub(crate) async fn wh_create(
         &self,
         e: NewWebhookEndpoint,

@@ -494,20 +494,21 @@ impl SqliteDatabase {
         let mut out = Vec::with_capacity(messages.len());
         let mut cache: std::collections::HashMap<Uuid, WebhookEndpoint> = Default::default();
         for m in messages {
-            if !cache.contains_key(&m.endpoint_id) {
-                let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE id = ?")
-                    .bind(m.endpoint_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                cache.insert(m.endpoint_id, endpoint_row(&row)?);
-            }
-            if let Some(ep) = cache.get(&m.endpoint_id) {
-                out.push(ClaimedMessage {
-                    endpoint: ep.clone(),
-                    message: m,
-                });
-            }
+            let ep = match cache.entry(m.endpoint_id) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let row = sqlx::query("SELECT * FROM webhook_endpoints WHERE id = ?")
+                        .bind(m.endpoint_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    v.insert(endpoint_row(&row)?)
+                }
+            };
+            out.push(ClaimedMessage {
+                endpoint: ep.clone(),
+                message: m,
+            });
         }
         tx.commit().await.map_err(backend)?;
         out.sort_by_key(|c| c.message.next_attempt_at);

@@ -101,7 +101,7 @@ impl WebhookEndpoint {
         let wanted = if self.events.is_empty() {
             DEFAULT_WEBHOOK_EVENTS.contains(&event.event_type.as_str())
         } else {
-            self.events.iter().any(|e| *e == event.event_type)
+            self.events.contains(&event.event_type)
         };
         if !wanted || event.event_type == TEST_EVENT || event.tenant_id != self.tenant_id {
             return false;
