@@ -6,3 +6,4 @@ pub mod health;
 pub mod http;
 pub mod mint;
 pub mod serve;
+pub mod worker;
