@@ -279,16 +279,14 @@ impl PgDatabase {
                 TrapEvent::Unknown(u) => apply_unknown(&mut tx, u).await?,
             }
         }
-        if batch.iter().any(|e| matches!(e, TrapEvent::Hit(_))) {
-            // Delivered to listening workers at commit, never before: a woken worker
-            // finds the events. A hit may not have opened or escalated anything; a
-            // spurious wake-up costs one empty fan-out query.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(crate::webhooks::WAKE_CHANNEL)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
+        // Delivered to listening workers at commit, never before, so a woken worker
+        // finds the events. Sent for every batch, unknown keys included: a canary's
+        // transaction must not do anything an unknown key's does not (stealth).
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::webhooks::WAKE_CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
 

@@ -381,6 +381,16 @@ impl SqliteDatabase {
     }
 
     pub(crate) async fn wh_dispatch(&self, limit: u32) -> Result<u32> {
+        // Checked on a reader first: the worker is woken after every trap commit, and
+        // most have no event; the single writer stays free for the trap.
+        let pending: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM events WHERE dispatched_at IS NULL LIMIT 1")
+                .fetch_optional(self.reader())
+                .await
+                .map_err(backend)?;
+        if pending.is_none() {
+            return Ok(0);
+        }
         let at = now();
         let mut tx = self.writer().begin().await.map_err(backend)?;
         let rows =
@@ -452,6 +462,17 @@ impl SqliteDatabase {
 
     pub(crate) async fn wh_claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedMessage>> {
         let now_ms = ms(req.now);
+        // As in fan-out: nothing due (the common case) costs a read, not the writer.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM webhook_messages WHERE status = 'pending' AND next_attempt_at <= ? LIMIT 1",
+        )
+        .bind(now_ms)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(backend)?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let until = ms(req.now + lease_duration(req.lease));
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("UPDATE webhook_messages SET lease_owner = ");

@@ -56,8 +56,10 @@ impl Recorder {
         Recorder::spawn_with_notify(db, None)
     }
 
-    /// Like [`spawn`](Self::spawn); `notify` is woken after every commit that held a
-    /// hit (the alert worker in the same process: its events are in the outbox now).
+    /// Like [`spawn`](Self::spawn); `notify` is woken after every commit (the alert
+    /// worker in the same process: a hit's events are in the outbox now). Commits of
+    /// unknown keys wake it too, so what follows an answer never differs between a
+    /// canary and an unknown key.
     pub fn spawn_with_notify(db: Arc<dyn Database>, notify: Option<Arc<Notify>>) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
@@ -102,7 +104,6 @@ async fn run(
             }
         }
         let batch = events.len();
-        let has_hit = events.iter().any(|e| matches!(e, TrapEvent::Hit(_)));
         match db.record_trap_events(&events).await {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +136,7 @@ async fn run(
                 }
             }
         }
-        if let (true, Some(n)) = (has_hit, &notify) {
+        if let Some(n) = &notify {
             n.notify_one();
         }
         events.clear();
