@@ -4,7 +4,15 @@
 //! ratio to two baselines measured in the same run: credential derivation alone, and the
 //! storage insert alone (no HTTP).
 //!
-//! Run: `cargo run --release -p keytrap-bench -- mint` (see docs/benchmarks.md).
+//! `keytrap-bench trap`: the trap's throughput and latency for unknown keys and valid
+//! canary requests, against a bare axum baseline, with a load generator that signs every
+//! request on the fly (see `trap.rs`, `load.rs`).
+//!
+//! Run: `cargo run --release -p keytrap-bench -- mint` or `-- trap` (see
+//! docs/benchmarks.md).
+
+mod load;
+mod trap;
 
 use std::net::TcpListener;
 use std::process::Stdio;
@@ -19,7 +27,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 const MASTER_KEY: &str = "YmVuY2htYXJrLW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
-const ADMIN_TOKEN: &str = "keytrap_benchmarkbenchmarkbenchmarkbenchmark0";
+pub(crate) const ADMIN_TOKEN: &str = "keytrap_benchmarkbenchmarkbenchmarkbenchmark0";
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[derive(Parser)]
@@ -49,12 +57,44 @@ enum Cmd {
         #[arg(long, default_value = "binance")]
         exchange: Exchange,
     },
+    /// Trap throughput and latency: baseline, unknown keys, valid canaries.
+    Trap {
+        /// Seconds per measured closed-loop run (and for the open-loop run).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds of unmeasured warm-up before each closed-loop run.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Canaries minted per exchange (Binance and Bybit).
+        #[arg(long, default_value_t = 100)]
+        canaries: u32,
+        /// Random well-formed unknown keys (half Binance, half Bybit).
+        #[arg(long, default_value_t = 1000)]
+        unknown_keys: usize,
+        /// Open-loop rate as a fraction of the measured closed-loop canary throughput.
+        #[arg(long, default_value_t = 0.5)]
+        rate_fraction: f64,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+        backends: Vec<String>,
+        /// PostgreSQL server; the benchmark creates and drops its own database there.
+        #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
+        postgres_url: String,
+    },
     /// (internal) run `keytrap serve` in this process.
     #[command(hide = true)]
     Serve {
         database_url: String,
         api_listen: String,
+        /// Also run the trap role, listening here.
+        #[arg(long)]
+        trap_listen: Option<String>,
     },
+    /// (internal) serve the bare axum baseline handler.
+    #[command(hide = true)]
+    BaselineServe { listen: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,7 +106,36 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve {
             database_url,
             api_listen,
-        } => rt.block_on(serve(database_url, api_listen)),
+            trap_listen,
+        } => rt.block_on(serve(database_url, api_listen, trap_listen)),
+        Cmd::BaselineServe { listen } => rt.block_on(trap::baseline_serve(listen)),
+        Cmd::Trap {
+            duration,
+            warmup,
+            connections,
+            canaries,
+            unknown_keys,
+            rate_fraction,
+            backends,
+            postgres_url,
+        } => {
+            let secs = |s: f64, what: &str| {
+                Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("bad --{what}: {s}"))
+            };
+            if !(rate_fraction > 0.0 && rate_fraction <= 1.0) {
+                bail!("--rate-fraction must be in (0, 1]");
+            }
+            rt.block_on(trap::run(trap::TrapArgs {
+                duration: secs(duration, "duration")?,
+                warmup: secs(warmup, "warmup")?,
+                connections: connections.max(1),
+                canaries: canaries.max(1),
+                unknown_keys,
+                rate_fraction,
+                backends,
+                postgres_url,
+            }))
+        }
         Cmd::Mint {
             count,
             batch,
@@ -85,7 +154,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(database_url: String, api_listen: String) -> anyhow::Result<()> {
+async fn serve(
+    database_url: String,
+    api_listen: String,
+    trap_listen: Option<String>,
+) -> anyhow::Result<()> {
+    let mut roles = vec![keytrap::config::Role::Api];
+    if trap_listen.is_some() {
+        roles.push(keytrap::config::Role::Trap);
+    }
     let cfg = keytrap::config::Resolved {
         database_url,
         data_dir: std::env::temp_dir(),
@@ -93,9 +170,12 @@ async fn serve(database_url: String, api_listen: String) -> anyhow::Result<()> {
         master_key_file: None,
         admin_token: Some(ADMIN_TOKEN.into()),
         api_listen: api_listen.parse()?,
-        trap_listen: "127.0.0.1:0".parse()?,
-        roles: vec![keytrap::config::Role::Api],
+        trap_listen: trap_listen.as_deref().unwrap_or("127.0.0.1:0").parse()?,
+        health_listen: None,
+        http: keytrap::http::Limits::default(),
+        roles,
         trap: Default::default(),
+        webhooks: Default::default(),
     };
     keytrap::serve::run(cfg).await
 }
@@ -109,7 +189,7 @@ struct MintArgs {
     exchange: Exchange,
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -197,7 +277,7 @@ fn audit(tenant: Uuid) -> NewAudit {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -208,13 +288,13 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-struct Target {
+pub(crate) struct Target {
     name: String,
-    url: String,
+    pub(crate) url: String,
     cleanup: Option<(String, String)>,
 }
 
-async fn prepare(backend: &str, args: &MintArgs) -> anyhow::Result<Target> {
+pub(crate) async fn prepare(backend: &str, postgres_url: &str) -> anyhow::Result<Target> {
     match backend {
         "sqlite" => {
             let path = std::env::temp_dir().join(format!("keytrap-bench-{}.db", Uuid::new_v4()));
@@ -231,27 +311,27 @@ async fn prepare(backend: &str, args: &MintArgs) -> anyhow::Result<Target> {
                 std::process::id(),
                 Uuid::new_v4().simple()
             );
-            let mut conn = sqlx::PgConnection::connect(&args.postgres_url)
+            let mut conn = sqlx::PgConnection::connect(postgres_url)
                 .await
-                .with_context(|| format!("cannot reach PostgreSQL at {}", args.postgres_url))?;
+                .with_context(|| format!("cannot reach PostgreSQL at {}", postgres_url))?;
             sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
                 .execute(&mut conn)
                 .await?;
             sqlx::query(&format!("CREATE DATABASE {db}"))
                 .execute(&mut conn)
                 .await?;
-            let base = args.postgres_url.rsplit_once('/').map_or("", |(b, _)| b);
+            let base = postgres_url.rsplit_once('/').map_or("", |(b, _)| b);
             Ok(Target {
                 name: "postgres".into(),
                 url: format!("{base}/{db}"),
-                cleanup: Some((args.postgres_url.clone(), db)),
+                cleanup: Some((postgres_url.to_string(), db)),
             })
         }
         other => bail!("unknown backend {other:?} (sqlite or postgres)"),
     }
 }
 
-async fn cleanup(t: &Target) {
+pub(crate) async fn cleanup(t: &Target) {
     if let Some((url, db)) = &t.cleanup {
         use sqlx::Connection;
         if let Ok(mut conn) = sqlx::PgConnection::connect(url).await {
@@ -276,7 +356,7 @@ async fn mint(args: MintArgs) -> anyhow::Result<()> {
     let derive = derivation_rate(args.exchange, args.count.min(50_000));
     println!("baseline derivation (1 thread, no IO): {derive:.0} canaries/s");
     for backend in &args.backends {
-        let target = prepare(backend, &args).await?;
+        let target = prepare(backend, &args.postgres_url).await?;
         let result = run_backend(&target, &args, derive).await;
         cleanup(&target).await;
         result?;
@@ -373,7 +453,7 @@ async fn run_backend(t: &Target, args: &MintArgs, derive: f64) -> anyhow::Result
 
     // Baseline 2: the same rows straight into a fresh database of the same backend, in
     // this process, after the server has exited.
-    let fresh = prepare(&t.name, args).await?;
+    let fresh = prepare(&t.name, &args.postgres_url).await?;
     let insert = async {
         let db: Box<dyn Database> = if t.name == "sqlite" {
             Box::new(keytrap_store_sqlite::SqliteDatabase::connect(&fresh.url).await?)

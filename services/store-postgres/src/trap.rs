@@ -109,6 +109,38 @@ async fn apply_to_incident(
     hit: &Hit,
     new_canary: bool,
 ) -> Result<(Uuid, Transition)> {
+    // Fast path, one statement: an open incident at or above the hit's severity is only
+    // counted (the common case while an attack goes on). The UPDATE locks the row like
+    // the slow path's FOR UPDATE, so concurrent replicas stay consistent.
+    let counted: Option<Uuid> = match kind {
+        IncidentKind::Canary => sqlx::query_scalar(
+            "UPDATE incidents SET hit_count = hit_count + 1, last_seen = GREATEST(last_seen, $1), last_hit_id = $2
+             WHERE kind = 'canary' AND canary_id = $3 AND status <> 'resolved'
+               AND (CASE severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= $4
+             RETURNING id",
+        )
+        .bind(hit.received_at)
+        .bind(hit.id)
+        .bind(hit.canary_id),
+        IncidentKind::Store => sqlx::query_scalar(
+            "UPDATE incidents SET hit_count = hit_count + 1, last_seen = GREATEST(last_seen, $1), last_hit_id = $2,
+               canary_count = canary_count + $3
+             WHERE kind = 'store' AND store_id = $4 AND status <> 'resolved'
+               AND (CASE severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= $5
+             RETURNING id",
+        )
+        .bind(hit.received_at)
+        .bind(hit.id)
+        .bind(i32::from(new_canary))
+        .bind(hit.store_id),
+    }
+    .bind(severity_rank(hit.severity) as i32)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(backend)?;
+    if let Some(id) = counted {
+        return Ok((id, Transition::Counted));
+    }
     let mut current = locked_open(c, kind, hit).await?;
     if current.is_none() {
         let target = match kind {
@@ -192,54 +224,71 @@ async fn insert_event(
     Ok(())
 }
 
-async fn apply_hit(c: &mut PgConnection, hit: &Hit) -> Result<()> {
+/// The hit's incident changes; returns its canary incident.
+async fn apply_hit(c: &mut PgConnection, hit: &Hit) -> Result<Uuid> {
     let (incident, t) = apply_to_incident(c, IncidentKind::Canary, hit, false).await?;
     apply_to_incident(c, IncidentKind::Store, hit, t == Transition::Opened).await?;
-    sqlx::query(
-        "INSERT INTO hits (id, tenant_id, canary_id, store_id, incident_id, exchange, method, path, query, body_excerpt,
-            source_ip, forwarded_for, user_agent, client_fingerprint, signature_state, action_class, action_params, severity, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-    )
-    .bind(hit.id)
-    .bind(hit.tenant_id)
-    .bind(hit.canary_id)
-    .bind(hit.store_id)
-    .bind(incident)
-    .bind(hit.exchange.as_str())
-    .bind(&hit.method)
-    .bind(&hit.path)
-    .bind(&hit.query)
-    .bind(&hit.body_excerpt)
-    .bind(&hit.source_ip)
-    .bind(&hit.forwarded_for)
-    .bind(&hit.user_agent)
-    .bind(&hit.client_fingerprint)
-    .bind(hit.signature_state.as_str())
-    .bind(&hit.action_class)
-    .bind(Json(&hit.action_params))
-    .bind(hit.severity.as_str())
-    .bind(hit.received_at)
-    .execute(&mut *c)
-    .await
-    .map_err(backend)?;
+    Ok(incident)
+}
+
+/// The batch's hit rows in multi-row inserts.
+async fn insert_hits(c: &mut PgConnection, rows: &[(&Hit, Uuid)]) -> Result<()> {
+    // 19 parameters a row; PostgreSQL allows 65,535 per statement.
+    for chunk in rows.chunks(512) {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO hits (id, tenant_id, canary_id, store_id, incident_id, exchange, method, path, query, body_excerpt,
+                source_ip, forwarded_for, user_agent, client_fingerprint, signature_state, action_class, action_params, severity, received_at) ",
+        );
+        q.push_values(chunk, |mut b, (hit, incident)| {
+            b.push_bind(hit.id)
+                .push_bind(hit.tenant_id)
+                .push_bind(hit.canary_id)
+                .push_bind(hit.store_id)
+                .push_bind(*incident)
+                .push_bind(hit.exchange.as_str())
+                .push_bind(&hit.method)
+                .push_bind(&hit.path)
+                .push_bind(&hit.query)
+                .push_bind(&hit.body_excerpt)
+                .push_bind(&hit.source_ip)
+                .push_bind(&hit.forwarded_for)
+                .push_bind(&hit.user_agent)
+                .push_bind(&hit.client_fingerprint)
+                .push_bind(hit.signature_state.as_str())
+                .push_bind(&hit.action_class)
+                .push_bind(Json(&hit.action_params))
+                .push_bind(hit.severity.as_str())
+                .push_bind(hit.received_at);
+        });
+        q.build().execute(&mut *c).await.map_err(backend)?;
+    }
     Ok(())
 }
 
-async fn apply_unknown(c: &mut PgConnection, u: &UnknownUse) -> Result<()> {
+/// One source's sightings of a batch: one counter upsert, then first sightings while
+/// the source has room.
+async fn apply_unknown_group(c: &mut PgConnection, g: &UnknownGroup<'_>) -> Result<()> {
     let distinct: i64 = sqlx::query_scalar(
         "INSERT INTO unknown_sources (exchange, source, requests, distinct_keys, first_seen, last_seen)
-         VALUES ($1, $2, 1, 0, $3, $3)
-         ON CONFLICT (exchange, source) DO UPDATE SET requests = unknown_sources.requests + 1,
+         VALUES ($1, $2, $3, 0, $4, $5)
+         ON CONFLICT (exchange, source) DO UPDATE SET requests = unknown_sources.requests + excluded.requests,
              last_seen = GREATEST(unknown_sources.last_seen, excluded.last_seen)
          RETURNING distinct_keys",
     )
-    .bind(u.exchange.as_str())
-    .bind(&u.source)
-    .bind(u.at)
+    .bind(g.exchange.as_str())
+    .bind(g.source)
+    .bind(g.requests)
+    .bind(g.first_at)
+    .bind(g.last_at)
     .fetch_one(&mut *c)
     .await
     .map_err(backend)?;
-    if distinct < UNKNOWN_KEYS_PER_SOURCE {
+    let mut room = UNKNOWN_KEYS_PER_SOURCE - distinct;
+    let mut added = 0i64;
+    for u in &g.keys {
+        if room <= 0 {
+            break;
+        }
         let inserted = sqlx::query(
             "INSERT INTO unknown_keys (exchange, source, key_hash, key_hint, malformed, first_path, first_user_agent, first_seen)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -255,17 +304,20 @@ async fn apply_unknown(c: &mut PgConnection, u: &UnknownUse) -> Result<()> {
         .execute(&mut *c)
         .await
         .map_err(backend)?
-        .rows_affected();
-        if inserted == 1 {
-            sqlx::query(
-                "UPDATE unknown_sources SET distinct_keys = distinct_keys + 1 WHERE exchange = $1 AND source = $2",
-            )
-            .bind(u.exchange.as_str())
-            .bind(&u.source)
-            .execute(&mut *c)
-            .await
-            .map_err(backend)?;
-        }
+        .rows_affected() as i64;
+        room -= inserted;
+        added += inserted;
+    }
+    if added > 0 {
+        sqlx::query(
+            "UPDATE unknown_sources SET distinct_keys = distinct_keys + $1 WHERE exchange = $2 AND source = $3",
+        )
+        .bind(added)
+        .bind(g.exchange.as_str())
+        .bind(g.source)
+        .execute(&mut *c)
+        .await
+        .map_err(backend)?;
     }
     Ok(())
 }
@@ -273,12 +325,16 @@ async fn apply_unknown(c: &mut PgConnection, u: &UnknownUse) -> Result<()> {
 impl PgDatabase {
     pub(crate) async fn trap_record(&self, batch: &[TrapEvent]) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(backend)?;
+        for g in unknown_groups(batch) {
+            apply_unknown_group(&mut tx, &g).await?;
+        }
+        let mut rows = Vec::new();
         for ev in batch {
-            match ev {
-                TrapEvent::Hit(h) => apply_hit(&mut tx, h).await?,
-                TrapEvent::Unknown(u) => apply_unknown(&mut tx, u).await?,
+            if let TrapEvent::Hit(h) = ev {
+                rows.push((h.as_ref(), apply_hit(&mut tx, h).await?));
             }
         }
+        insert_hits(&mut tx, &rows).await?;
         // Delivered to listening workers at commit, never before, so a woken worker
         // finds the events. Sent for every batch, unknown keys included: a canary's
         // transaction must not do anything an unknown key's does not (stealth).

@@ -131,6 +131,64 @@ pub enum TrapEvent {
 /// At most this many distinct unknown keys are kept per (exchange, source).
 pub const UNKNOWN_KEYS_PER_SOURCE: i64 = 100;
 
+/// The unknown-key sightings of one batch from one (exchange, source), so a backend
+/// writes one counter update per source per batch instead of one per request.
+#[derive(Debug)]
+pub struct UnknownGroup<'a> {
+    pub exchange: Exchange,
+    pub source: &'a str,
+    pub requests: i64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// The first sighting of each distinct key in the batch, in arrival order.
+    pub keys: Vec<&'a UnknownUse>,
+}
+
+/// Groups a batch's unknown-key sightings per (exchange, source), in first-arrival order.
+pub fn unknown_groups(batch: &[TrapEvent]) -> Vec<UnknownGroup<'_>> {
+    let mut groups: Vec<UnknownGroup<'_>> = Vec::new();
+    for ev in batch {
+        let TrapEvent::Unknown(u) = ev else { continue };
+        let g = match groups
+            .iter_mut()
+            .position(|g| g.exchange == u.exchange && g.source == u.source)
+        {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(UnknownGroup {
+                    exchange: u.exchange,
+                    source: &u.source,
+                    requests: 0,
+                    first_at: u.at,
+                    last_at: u.at,
+                    keys: Vec::new(),
+                });
+                let last = groups.len() - 1;
+                &mut groups[last]
+            }
+        };
+        g.requests += 1;
+        g.first_at = g.first_at.min(u.at);
+        g.last_at = g.last_at.max(u.at);
+        // Bounded: no source keeps more first sightings than the per-source limit.
+        if g.keys.len() < UNKNOWN_KEYS_PER_SOURCE as usize
+            && !g.keys.iter().any(|k| k.key_hash == u.key_hash)
+        {
+            g.keys.push(u);
+        }
+    }
+    groups
+}
+
+/// Severity as a number for SQL comparisons (`low` 0, `high` 1, `critical` 2).
+pub fn severity_rank(s: Severity) -> i64 {
+    match s {
+        Severity::Low => 0,
+        Severity::High => 1,
+        Severity::Critical => 2,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Incident {
     pub id: Uuid,

@@ -1496,10 +1496,13 @@ impl Emulator for Binance {
             "/api/v3/order" if delete => self.cancel_order(req, acc).await,
             "/api/v3/openOrders" if get => self.open_orders(req, acc).await,
             "/api/v3/openOrders" if delete => self.cancel_all(req, acc).await,
-            // The trap remembers open orders; history shows what is still open.
             "/api/v3/allOrders" if get => match non_empty(req, "symbol") {
                 None => mandatory("symbol"),
-                Some(_) => self.open_orders(req, acc).await,
+                Some(sym) if find_market(&sym).is_none() => invalid_symbol(),
+                Some(sym) => match acc.orders.all_orders(Some(&sym)).await {
+                    Ok(list) => ok(Value::Array(list.iter().map(order_json).collect())),
+                    Err(_) => self.reject(req, Rejection::Unavailable),
+                },
             },
             "/api/v3/myTrades" if get => match non_empty(req, "symbol").map(|s| find_market(&s)) {
                 None => mandatory("symbol"),
@@ -2116,6 +2119,15 @@ mod tests {
         )
         .await;
         assert_eq!(open, json!([]));
+        // History keeps the cancelled order.
+        let all = json_of(
+            Binance
+                .private(&p(Method::GET, "/api/v3/allOrders", "symbol=BTCUSDT"), &acc)
+                .await,
+        )
+        .await;
+        assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+        assert_eq!(all[0]["status"], "CANCELED");
         // Cancelling twice, unknown orders.
         let (s, _, b) = body_of(
             Binance

@@ -904,7 +904,6 @@ impl Emulator for Bybit {
                 }
             }
             ("GET", "/v5/order/history") => {
-                // The order memory lists open orders only; a lookup by id finds any.
                 let by_id = pstr(&p, "orderId")
                     .filter(|s| !s.is_empty())
                     .or_else(|| pstr(&p, "orderLinkId").filter(|s| !s.is_empty()));
@@ -913,7 +912,14 @@ impl Emulator for Bybit {
                         Ok(o) => o.iter().map(order_json).collect(),
                         Err(_) => return self.reject(req, Rejection::Unavailable),
                     },
-                    None => Vec::new(),
+                    None => match account
+                        .orders
+                        .all_orders(pstr(&p, "symbol").filter(|s| !s.is_empty()).as_deref())
+                        .await
+                    {
+                        Ok(all) => all.iter().map(order_json).collect(),
+                        Err(_) => return self.reject(req, Rejection::Unavailable),
+                    },
                 };
                 ok(list_result(&category, list), now)
             }

@@ -198,6 +198,8 @@ pub struct Account<'a> {
 pub trait OrderBook: Send + Sync {
     async fn place(&self, order: Order) -> Result<Order, String>;
     async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String>;
+    /// Every order the canary placed, open and cancelled, oldest first.
+    async fn all_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String>;
     async fn get(&self, order_id: &str) -> Result<Option<Order>, String>;
     /// Marks an open order cancelled; returns it, or `None` if unknown.
     async fn cancel(&self, order_id: &str) -> Result<Option<Order>, String>;
@@ -340,6 +342,14 @@ impl OrderBook for MemoryOrderBook {
         let o = self.orders.lock().map_err(|e| e.to_string())?;
         Ok(o.iter()
             .filter(|x| x.status == "open" && symbol.is_none_or(|s| x.symbol == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn all_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
+        let o = self.orders.lock().map_err(|e| e.to_string())?;
+        Ok(o.iter()
+            .filter(|x| symbol.is_none_or(|s| x.symbol == s))
             .cloned()
             .collect())
     }

@@ -829,8 +829,19 @@ impl Emulator for Kraken {
                 }
                 ok(Value::Object(out))
             }
-            // The order memory lists open orders only: no closed orders, no fills.
-            "ClosedOrders" => ok(json!({"closed": {}, "count": 0})),
+            // Cancelled orders (nothing is ever filled: no trades).
+            "ClosedOrders" => {
+                let all = match account.orders.all_orders(None).await {
+                    Ok(o) => o,
+                    Err(_) => return self.reject(req, Rejection::Unavailable),
+                };
+                let mut out = Map::new();
+                for o in all.iter().filter(|o| o.status != "open") {
+                    out.insert(o.order_id.clone(), order_json(o));
+                }
+                let count = out.len();
+                ok(json!({"closed": out, "count": count}))
+            }
             "TradesHistory" => ok(json!({"trades": {}, "count": 0})),
             "Ledgers" => ok(json!({"ledger": {}, "count": 0})),
             "DepositStatus" | "WithdrawStatus" => ok(json!([])),

@@ -1281,176 +1281,15 @@ impl Emulator for Kucoin {
 }
 
 #[cfg(test)]
-pub(crate) mod testkit {
-    //! A tiny HTTP server running one emulator with one canary, for driving it with
-    //! real ccxt (see `e2e/ccxt_e2e.py` for the full run against `keytrap serve`): `KT_SERVE_SECS=120 cargo test -p keytrap-trap
-    //! serve_kucoin -- --ignored --nocapture`.
-    #![allow(clippy::unwrap_used)]
-
-    use std::sync::Arc;
-
-    use axum::body::Bytes;
-    use axum::extract::Request;
-    use axum::http::HeaderMap;
-    use axum::response::Response;
-    use chrono::Utc;
-    use keytrap_core::{Credentials, Exchange};
-    use uuid::Uuid;
-
-    use crate::emulator::{Account, Emulator, MemoryOrderBook, Rejection, SigCheck, TrapRequest};
-
-    /// Builds a request as the shared path would.
-    pub fn request(
-        exchange: Exchange,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> TrapRequest {
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (target.to_string(), None),
-        };
-        let mut h = HeaderMap::new();
-        for (k, v) in headers {
-            h.insert(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        TrapRequest {
-            exchange,
-            method: method.parse().unwrap(),
-            full_path: path.clone(),
-            path,
-            query,
-            headers: h,
-            body: Bytes::copy_from_slice(body),
-            host: "localhost".into(),
-            source_ip: "127.0.0.1".parse().unwrap(),
-            received_at: Utc::now(),
-        }
-    }
-
-    struct State {
-        emu: Arc<dyn Emulator>,
-        creds: Credentials,
-        canary: Uuid,
-        book: MemoryOrderBook,
-        prefix: String,
-    }
-
-    async fn handle(state: Arc<State>, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let body = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
-            .await
-            .unwrap_or_default();
-        let full = parts.uri.path().to_string();
-        let path = full
-            .strip_prefix(&state.prefix)
-            .unwrap_or(&full)
-            .to_string();
-        let tr = TrapRequest {
-            exchange: state.emu.exchange(),
-            method: parts.method.clone(),
-            path,
-            full_path: full,
-            query: parts.uri.query().map(str::to_string),
-            headers: parts.headers.clone(),
-            body,
-            host: "localhost".into(),
-            source_ip: "127.0.0.1".parse().unwrap(),
-            received_at: Utc::now(),
-        };
-        if let Some(r) = state.emu.public(&tr) {
-            eprintln!("public  {} {}", tr.method, tr.path);
-            return r;
-        }
-        let Some(key) = state.emu.api_key(&tr) else {
-            eprintln!("nokey   {} {}", tr.method, tr.path);
-            return state.emu.reject(&tr, Rejection::MissingKey);
-        };
-        if key != state.creds.api_key {
-            return state.emu.reject(&tr, Rejection::UnknownKey);
-        }
-        let check = state.emu.check_signature(&tr, &state.creds);
-        let action = state.emu.classify(&tr);
-        eprintln!(
-            "private {} {}?{} -> {check:?} {:?} {}",
-            tr.method,
-            tr.path,
-            tr.query.as_deref().unwrap_or(""),
-            action.class,
-            action.params
-        );
-        match check {
-            SigCheck::Missing => state.emu.reject(&tr, Rejection::MissingSignature),
-            SigCheck::Invalid(r) => state.emu.reject(&tr, r),
-            SigCheck::Valid => {
-                let account = Account {
-                    canary_id: state.canary,
-                    exchange: state.emu.exchange(),
-                    credentials: &state.creds,
-                    now: Utc::now(),
-                    orders: &state.book,
-                };
-                state.emu.private(&tr, &account).await
-            }
-        }
-    }
-
-    /// Serves `emu` on 127.0.0.1:`KT_SERVE_PORT` (default `port`) under `prefix` for
-    /// `KT_SERVE_SECS` seconds (default 60).
-    pub async fn serve(emu: Arc<dyn Emulator>, port: u16, prefix: &str) {
-        let canary = Uuid::from_u128(0x0199_0000_0000_7000_8000_0000_0000_0042);
-        let creds = keytrap_core::MasterKey::from_bytes([7; 32])
-            .keys()
-            .credentials(emu.exchange(), canary);
-        let port = std::env::var("KT_SERVE_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(port);
-        let secs = std::env::var("KT_SERVE_SECS")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(60);
-        println!(
-            "SERVE http://127.0.0.1:{port}{prefix} KEY={} SECRET={} PASSPHRASE={}",
-            creds.api_key,
-            creds.api_secret,
-            creds.passphrase.clone().unwrap_or_default()
-        );
-        let state = Arc::new(State {
-            emu,
-            creds,
-            canary,
-            book: MemoryOrderBook::default(),
-            prefix: prefix.to_string(),
-        });
-        let app = axum::Router::new().fallback(move |req: Request| handle(state.clone(), req));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(secs),
-            axum::serve(listener, app),
-        )
-        .await;
-    }
-}
-
-#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
-    use std::sync::Arc;
 
     use http_body_util::BodyExt;
     use uuid::Uuid;
 
-    use super::testkit::request;
     use super::*;
     use crate::emulator::MemoryOrderBook;
+    use crate::testkit::request;
 
     fn creds() -> Credentials {
         keytrap_core::MasterKey::from_bytes([7; 32])
@@ -2171,12 +2010,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Serves the emulator for the e2e script; run with `--ignored`.
-    #[tokio::test]
-    #[ignore]
-    async fn serve_kucoin() {
-        super::testkit::serve(Arc::new(Kucoin), 18701, "/kucoin").await;
     }
 }

@@ -15,10 +15,13 @@ pub mod coinbase_exchange;
 pub mod emulator;
 pub mod kraken;
 pub mod kucoin;
+pub mod lookup;
 pub mod market;
 pub mod okx;
 pub mod recorder;
 pub mod stealth;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +118,8 @@ pub struct TrapState {
     pub config: TrapConfig,
     /// Holds idle answers so canary and unknown keys answer alike (see [`stealth`]).
     pub equalizer: stealth::Equalizer,
+    /// Canary lookups by digest (see [`lookup`]).
+    lookups: lookup::LookupCache,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
 }
 
@@ -139,6 +144,7 @@ impl TrapState {
             keys,
             config,
             equalizer: stealth::Equalizer::default(),
+            lookups: lookup::LookupCache::default(),
             emulators,
         })
     }
@@ -383,12 +389,23 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
 
     // From here canary and unknown keys take the same steps until the signature is known.
     let digest = st.keys.lookup_digest(exchange, &key);
-    let canary = match st.db.canary_by_digest(&digest).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "trap lookup failed");
-            return emu.reject(&req, Rejection::Unavailable);
-        }
+    let canary = match st.lookups.get(&digest) {
+        Some(cached) => cached,
+        None => match st.db.canary_by_digest(&digest).await {
+            Ok(c) => {
+                let found = c.map(|c| lookup::CanaryRef {
+                    id: c.id,
+                    tenant_id: c.tenant_id,
+                    store_id: c.store_id,
+                });
+                st.lookups.put(digest, found);
+                found
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "trap lookup failed");
+                return emu.reject(&req, Rejection::Unavailable);
+            }
+        },
     };
     let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
     let creds = st.keys.credentials(exchange, id);
@@ -534,16 +551,11 @@ impl OrderBook for DbOrderBook {
     }
 
     async fn open_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
-        let all = self
-            .db
-            .list_orders(self.canary, true)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(all
-            .into_iter()
-            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
-            .map(to_order)
-            .collect())
+        self.list(symbol, true).await
+    }
+
+    async fn all_orders(&self, symbol: Option<&str>) -> Result<Vec<Order>, String> {
+        self.list(symbol, false).await
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, String> {
@@ -560,6 +572,21 @@ impl OrderBook for DbOrderBook {
             .await
             .map(|o| o.map(to_order))
             .map_err(|e| e.to_string())
+    }
+}
+
+impl DbOrderBook {
+    async fn list(&self, symbol: Option<&str>, open_only: bool) -> Result<Vec<Order>, String> {
+        let all = self
+            .db
+            .list_orders(self.canary, open_only)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(all
+            .into_iter()
+            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
+            .map(to_order)
+            .collect())
     }
 }
 

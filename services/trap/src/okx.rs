@@ -1235,14 +1235,12 @@ impl Emulator for Okx {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use http_body_util::BodyExt;
     use uuid::Uuid;
 
     use super::*;
     use crate::emulator::MemoryOrderBook;
-    use crate::kucoin::testkit::request;
+    use crate::testkit::request;
 
     fn creds() -> Credentials {
         keytrap_core::MasterKey::from_bytes([7; 32])
@@ -1920,12 +1918,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Serves the emulator for the e2e script; run with `--ignored`.
-    #[tokio::test]
-    #[ignore]
-    async fn serve_okx() {
-        crate::kucoin::testkit::serve(Arc::new(Okx), 18702, "/okx").await;
     }
 }

@@ -1,0 +1,463 @@
+//! `keytrap-bench trap`: throughput and latency of the trap, against a bare axum handler
+//! measured in the same run on the same machine.
+//!
+//! Three servers, each a child process (this binary re-executed, so its RSS and CPU are
+//! its own): the baseline (a bare axum handler returning a small JSON), and the real
+//! `keytrap serve` (API + trap roles) on a fresh database per backend. The load
+//! generator (this process) signs every request on the fly with credentials it got from
+//! `POST /v1/canaries` (or random well-formed keys for the unknown-key case).
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::load::{self, Cred, Expect, Plan, Report, Venue};
+use crate::{cleanup, free_port, machine, prepare, ADMIN_TOKEN};
+
+/// Inputs of `keytrap-bench trap`.
+pub struct TrapArgs {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    pub canaries: u32,
+    pub unknown_keys: usize,
+    pub rate_fraction: f64,
+    pub backends: Vec<String>,
+    pub postgres_url: String,
+}
+
+/// The bare baseline server: one axum handler answering every path with a small JSON,
+/// served like the trap (axum::serve with connect info, same runtime).
+pub async fn baseline_serve(listen: String) -> anyhow::Result<()> {
+    use axum::response::IntoResponse;
+    async fn answer() -> axum::response::Response {
+        // About the size of the trap's invalid-key answers (80-120 bytes).
+        axum::Json(json!({
+            "code": 0,
+            "msg": "baseline: a bare axum handler answering every path",
+            "serverTime": chrono::Utc::now().timestamp_millis(),
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let app = axum::Router::new().fallback(answer);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A server child process, killed on drop.
+struct Child {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl Child {
+    fn spawn(args: &[&str]) -> anyhow::Result<Child> {
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(args)
+            .env("KEYTRAP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("child pid")?;
+        Ok(Child { child, pid })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+async fn wait_tcp(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("server at {addr} did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Samples a child's VmRSS every 50 ms until stopped; keeps the peak (kB).
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(kb) = status_kb(pid, "VmRSS:") {
+                    p.fetch_max(kb, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        RssSampler { peak, stop, task }
+    }
+
+    async fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+/// One measured run with the server's and the client's CPU over it.
+struct Measured {
+    report: Report,
+    server_cpu: f64,
+    client_cpu: f64,
+    wall: f64,
+}
+
+async fn measure(pid: u32, plan: Plan) -> anyhow::Result<Measured> {
+    let tick = 100.0; // USER_HZ on Linux
+    let (s0, c0) = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
+    let t0 = Instant::now();
+    let report = load::run(plan).await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let (s1, c1) = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
+    let share = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / tick / wall,
+        _ => f64::NAN,
+    };
+    Ok(Measured {
+        report,
+        server_cpu: share(s0, s1),
+        client_cpu: share(c0, c1),
+        wall,
+    })
+}
+
+fn line(name: &str, m: &Measured, baseline: Option<f64>) {
+    let r = &m.report;
+    let ratio = baseline.map_or(String::new(), |b| {
+        format!("; ratio to baseline {:.2}", r.rate() / b)
+    });
+    // Server CPU per request: less sensitive than req/s to what else runs on the cores.
+    let us_per_req = m.server_cpu * m.wall / r.completed.max(1) as f64 * 1e6;
+    println!(
+        "  {name:<34} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}/{}  body {:.0} B  \
+         CPU server {:.2} client {:.2} cores, server {us_per_req:.0} us/req{ratio}",
+        r.rate(),
+        r.quantile_ms(0.50),
+        r.quantile_ms(0.99),
+        r.errors,
+        r.count,
+        r.mean_body,
+        m.server_cpu,
+        m.client_cpu,
+    );
+    for s in &r.error_samples {
+        println!("      error: {s}");
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn unknown_creds(n: usize) -> anyhow::Result<Arc<Vec<Cred>>> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n.max(2) {
+        let venue = if i % 2 == 0 {
+            Venue::Binance
+        } else {
+            Venue::Bybit
+        };
+        v.push(Cred::random(venue)?);
+    }
+    Ok(Arc::new(v))
+}
+
+/// Runs the whole benchmark.
+pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
+    println!("keytrap-bench trap");
+    println!(
+        "machine: {}; load average at start {}",
+        machine(),
+        loadavg()
+    );
+    println!(
+        "inputs: {} connections (keep-alive, HTTP/1.1), {:.1} s warm-up + {:.1} s per closed-loop run, \
+         {} canaries per exchange (Binance, Bybit), {} random unknown keys, open loop at {:.0}% \
+         of the measured canary maximum; backends {}",
+        args.connections,
+        args.warmup.as_secs_f64(),
+        args.duration.as_secs_f64(),
+        args.canaries,
+        args.unknown_keys,
+        args.rate_fraction * 100.0,
+        args.backends.join(","),
+    );
+    println!(
+        "requests: GET /binance/api/v3/account (HMAC-SHA256 of the query, X-MBX-APIKEY) and \
+         GET /bybit/v5/account/wallet-balance?accountType=UNIFIED (X-BAPI-* headers), alternating, \
+         each signed when sent"
+    );
+    println!(
+        "note: the load generator runs in this process on the same cores as the server; \
+         both CPU shares are printed per run"
+    );
+    let unknown = unknown_creds(args.unknown_keys)?;
+
+    // Baseline: the same signed requests (so the client does the same work) against a
+    // bare handler.
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let child = Child::spawn(&["baseline-serve", &addr.to_string()])?;
+    wait_tcp(addr).await?;
+    let rss = RssSampler::start(child.pid);
+    let base = measure(
+        child.pid,
+        Plan {
+            addr,
+            creds: unknown.clone(),
+            expect: Expect::Ok200,
+            connections: args.connections,
+            warmup: args.warmup,
+            duration: args.duration,
+            rate: None,
+        },
+    )
+    .await?;
+    let base_rss = rss.finish().await;
+    child.stop().await;
+    println!("baseline (bare axum handler, peak RSS {base_rss:.1} MB):");
+    line("closed loop", &base, None);
+    let base_rate = base.report.rate();
+
+    for backend in &args.backends {
+        let target = prepare(backend, &args.postgres_url).await?;
+        let result = run_backend(&target.url, backend, &args, &unknown, base_rate).await;
+        cleanup(&target).await;
+        result?;
+    }
+    Ok(())
+}
+
+async fn run_backend(
+    db_url: &str,
+    backend: &str,
+    args: &TrapArgs,
+    unknown: &Arc<Vec<Cred>>,
+    base_rate: f64,
+) -> anyhow::Result<()> {
+    let api_port = free_port()?;
+    let trap_port = free_port()?;
+    let api = format!("http://127.0.0.1:{api_port}");
+    let trap: SocketAddr = format!("127.0.0.1:{trap_port}").parse()?;
+    let child = Child::spawn(&[
+        "serve",
+        db_url,
+        &format!("127.0.0.1:{api_port}"),
+        "--trap-listen",
+        &trap.to_string(),
+    ])?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(format!("{api}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline {
+            bail!("keytrap serve did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_tcp(trap).await?;
+
+    let creds = mint(&http, &api, args.canaries).await?;
+    let rss = RssSampler::start(child.pid);
+    let plan = |creds: &Arc<Vec<Cred>>, expect, rate: Option<f64>| Plan {
+        addr: trap,
+        creds: creds.clone(),
+        expect,
+        connections: args.connections,
+        warmup: if rate.is_some() {
+            Duration::ZERO
+        } else {
+            args.warmup
+        },
+        duration: args.duration,
+        rate,
+    };
+    let unk = measure(child.pid, plan(unknown, Expect::InvalidKey, None)).await?;
+    let valid = measure(child.pid, plan(&creds, Expect::Valid, None)).await?;
+    let target_rate = valid.report.rate() * args.rate_fraction;
+    let open = measure(
+        child.pid,
+        plan(&creds, Expect::Valid, Some(target_rate.max(1.0))),
+    )
+    .await?;
+    let peak_rss = rss.finish().await;
+    let hwm = status_kb(child.pid, "VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0);
+
+    // Every 200 must be a committed hit: count valid-signature hits through the API.
+    let answered = valid.report.ok_total + open.report.ok_total;
+    let recorded = count_valid_hits(&http, &api).await?;
+    child.stop().await;
+
+    println!("trap on {backend} (keytrap serve, API + trap roles; peak RSS sampled {peak_rss:.1} MB, VmHWM {hwm:.1} MB):");
+    line("unknown keys, closed loop", &unk, Some(base_rate));
+    line("valid canaries, closed loop", &valid, Some(base_rate));
+    line(
+        &format!("valid canaries, open loop {target_rate:.0}/s"),
+        &open,
+        Some(base_rate),
+    );
+    println!(
+        "  hits: {answered} answered 200 (warm-up included), {recorded} valid-signature hits \
+         recorded -> {}",
+        if recorded >= answered {
+            "every answered hit was committed"
+        } else {
+            "MISSING HITS"
+        }
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let vr = valid.report.rate() / base_rate;
+    let ur = unk.report.rate() / base_rate;
+    let p99 = open.report.quantile_ms(0.99);
+    println!(
+        "  targets: canary throughput >= 0.25 x baseline: {vr:.2} {}; p99 < 20 ms at half that rate: \
+         {p99:.2} ms {}; unknown keys >= 0.60 x baseline: {ur:.2} {}; RSS < 100 MB: {:.1} MB {}",
+        verdict(vr >= 0.25),
+        verdict(p99 < 20.0),
+        verdict(ur >= 0.60),
+        peak_rss.max(hwm),
+        verdict(peak_rss.max(hwm) < 100.0),
+    );
+    let errors = unk.report.errors + valid.report.errors + open.report.errors;
+    if errors > 0 {
+        bail!("{errors} wrong answers from the trap on {backend}");
+    }
+    if recorded < answered {
+        bail!("{answered} canary requests answered 200 but only {recorded} hits recorded");
+    }
+    Ok(())
+}
+
+/// Mints `n` Binance and `n` Bybit canaries through the API; returns their credentials,
+/// interleaved, exactly as the mint response gave them.
+async fn mint(http: &reqwest::Client, api: &str, n: u32) -> anyhow::Result<Arc<Vec<Cred>>> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let store: serde_json::Value = http
+        .post(format!("{api}/v1/stores"))
+        .header("authorization", &auth)
+        .json(&json!({"name": "bench-trap", "kind": "database"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let store_id = store["id"].as_str().context("store id")?;
+    let mut per = Vec::new();
+    for (exchange, venue) in [("binance", Venue::Binance), ("bybit", Venue::Bybit)] {
+        let resp = http
+            .post(format!("{api}/v1/canaries"))
+            .header("authorization", &auth)
+            .json(&json!({"exchange": exchange, "store_id": store_id, "count": n.max(1)}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if status.as_u16() != 201 {
+            bail!("mint {exchange} failed: {status} {body}");
+        }
+        let mut v = Vec::new();
+        for c in body["canaries"].as_array().context("canaries")? {
+            let cr = &c["credentials"];
+            v.push(Cred::new(
+                venue,
+                cr["api_key"].as_str().context("api_key")?,
+                cr["api_secret"].as_str().context("api_secret")?,
+            )?);
+        }
+        per.push(v);
+    }
+    let mut out = Vec::new();
+    let mut its: Vec<_> = per.into_iter().map(Vec::into_iter).collect();
+    loop {
+        let mut any = false;
+        for it in &mut its {
+            if let Some(c) = it.next() {
+                out.push(c);
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok(Arc::new(out))
+}
+
+/// Pages through `GET /v1/hits` and counts hits whose signature was valid.
+async fn count_valid_hits(http: &reqwest::Client, api: &str) -> anyhow::Result<u64> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let mut after: Option<String> = None;
+    let mut n = 0u64;
+    loop {
+        let mut url = format!("{api}/v1/hits?limit=1000");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let page: serde_json::Value = http
+            .get(url)
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let hits = page["hits"].as_array().context("hits")?;
+        n += hits
+            .iter()
+            .filter(|h| h["signature_state"] == "valid")
+            .count() as u64;
+        match page["next_after"].as_str() {
+            Some(a) => after = Some(a.to_string()),
+            None => return Ok(n),
+        }
+    }
+}
