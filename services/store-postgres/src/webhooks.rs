@@ -230,6 +230,13 @@ impl PgDatabase {
         .await
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
+        // Undelivered messages are rendered again with the new format and settings (a
+        // kept body would go out with the new format's content type).
+        sqlx::query("UPDATE webhook_messages SET body = NULL WHERE endpoint_id = $1 AND status <> 'delivered'")
+            .bind(e.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         insert_audit(&mut *tx, audit, at).await?;
         tx.commit().await.map_err(backend)?;
         endpoint_row(&row)

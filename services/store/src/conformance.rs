@@ -1289,6 +1289,18 @@ pub async fn webhook_claims_lease_retry_and_dead_letter(db: &dyn Database) {
         m1c.message.body.as_deref(),
         Some(format!("body of {}", m1.webhook_id).as_str())
     );
+    // Changing the endpoint drops the kept bodies of undelivered messages (re-rendered).
+    db.update_webhook_endpoint(&e, audit(t.id, "webhook.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_webhook_message(t.id, m1.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        None
+    );
     // The old holder's lease is gone.
     assert!(!db
         .complete_webhook_attempt(&attempt_result(&m2, "w2", 1, 200, MessageNext::Delivered))
