@@ -595,69 +595,14 @@ impl PgDatabase {
             .collect())
     }
 
-    pub(crate) async fn wh_complete(&self, r: &AttemptResult) -> Result<bool> {
-        let at = now();
+    pub(crate) async fn wh_complete(&self, results: &[AttemptResult]) -> Result<Vec<bool>> {
         let mut tx = self.pool().begin().await.map_err(backend)?;
-        let (status, next_at) = match r.next {
-            MessageNext::Delivered => ("delivered", at),
-            MessageNext::RetryAt(t) => ("pending", t),
-            MessageNext::Dead => ("dead", at),
-        };
-        let updated = sqlx::query(
-            "UPDATE webhook_messages SET status = $1, attempts = $2, next_attempt_at = $3,
-               body = COALESCE(body, $4), lease_owner = NULL, lease_expires_at = NULL, updated_at = $5
-             WHERE id = $6 AND lease_owner = $7 AND status = 'pending' RETURNING endpoint_id",
-        )
-        .bind(status)
-        .bind(r.attempt.attempt)
-        .bind(next_at)
-        .bind(&r.body)
-        .bind(at)
-        .bind(r.message_id)
-        .bind(&r.lease_owner)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(row) = updated else {
-            return Ok(false);
-        };
-        let endpoint: Uuid = row.try_get("endpoint_id").map_err(backend)?;
-        let a = &r.attempt;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (id, message_id, attempt, outcome, status_code, duration_ms,
-               response_excerpt, response_truncated, error, error_kind, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(a.id)
-        .bind(r.message_id)
-        .bind(a.attempt)
-        .bind(&a.outcome)
-        .bind(a.status_code)
-        .bind(a.duration_ms)
-        .bind(&a.response_excerpt)
-        .bind(a.response_truncated)
-        .bind(&a.error)
-        .bind(&a.error_kind)
-        .bind(a.at)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query(
-            "UPDATE webhook_endpoints SET
-               failing_since = CASE WHEN $1 THEN NULL ELSE COALESCE(failing_since, $2) END,
-               enabled = CASE WHEN $3::text IS NULL THEN enabled ELSE FALSE END,
-               disabled_reason = COALESCE($3, disabled_reason)
-             WHERE id = $4",
-        )
-        .bind(r.success)
-        .bind(a.at)
-        .bind(&r.disable_endpoint)
-        .bind(endpoint)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(complete_one(&mut tx, r).await?);
+        }
         tx.commit().await.map_err(backend)?;
-        Ok(true)
+        Ok(out)
     }
 
     pub(crate) async fn wh_get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
@@ -671,4 +616,69 @@ impl PgDatabase {
             .map(crate::trap::hit_row)
             .transpose()
     }
+}
+
+/// One attempt of a group commit: the message update (only with the lease), the
+/// attempt row, the endpoint's failure clock.
+async fn complete_one(c: &mut sqlx::PgConnection, r: &AttemptResult) -> Result<bool> {
+    let at = now();
+    let (status, next_at) = match r.next {
+        MessageNext::Delivered => ("delivered", at),
+        MessageNext::RetryAt(t) => ("pending", t),
+        MessageNext::Dead => ("dead", at),
+    };
+    let updated = sqlx::query(
+        "UPDATE webhook_messages SET status = $1, attempts = $2, next_attempt_at = $3,
+           body = COALESCE(body, $4), lease_owner = NULL, lease_expires_at = NULL, updated_at = $5
+         WHERE id = $6 AND lease_owner = $7 AND status = 'pending' RETURNING endpoint_id",
+    )
+    .bind(status)
+    .bind(r.attempt.attempt)
+    .bind(next_at)
+    .bind(&r.body)
+    .bind(at)
+    .bind(r.message_id)
+    .bind(&r.lease_owner)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(backend)?;
+    let Some(row) = updated else {
+        return Ok(false);
+    };
+    let endpoint: Uuid = row.try_get("endpoint_id").map_err(backend)?;
+    let a = &r.attempt;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (id, message_id, attempt, outcome, status_code, duration_ms,
+           response_excerpt, response_truncated, error, error_kind, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(a.id)
+    .bind(r.message_id)
+    .bind(a.attempt)
+    .bind(&a.outcome)
+    .bind(a.status_code)
+    .bind(a.duration_ms)
+    .bind(&a.response_excerpt)
+    .bind(a.response_truncated)
+    .bind(&a.error)
+    .bind(&a.error_kind)
+    .bind(a.at)
+    .execute(&mut *c)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "UPDATE webhook_endpoints SET
+           failing_since = CASE WHEN $1 THEN NULL ELSE COALESCE(failing_since, $2) END,
+           enabled = CASE WHEN $3::text IS NULL THEN enabled ELSE FALSE END,
+           disabled_reason = COALESCE($3, disabled_reason)
+         WHERE id = $4",
+    )
+    .bind(r.success)
+    .bind(a.at)
+    .bind(&r.disable_endpoint)
+    .bind(endpoint)
+    .execute(&mut *c)
+    .await
+    .map_err(backend)?;
+    Ok(true)
 }

@@ -727,8 +727,8 @@ impl Database for SqliteDatabase {
         self.wh_claim(req).await
     }
 
-    async fn complete_webhook_attempt(&self, result: &AttemptResult) -> Result<bool> {
-        self.wh_complete(result).await
+    async fn complete_webhook_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>> {
+        self.wh_complete(results).await
     }
 
     async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {

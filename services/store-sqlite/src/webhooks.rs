@@ -543,70 +543,14 @@ impl SqliteDatabase {
         Ok(out)
     }
 
-    pub(crate) async fn wh_complete(&self, r: &AttemptResult) -> Result<bool> {
-        let at = now();
+    pub(crate) async fn wh_complete(&self, results: &[AttemptResult]) -> Result<Vec<bool>> {
         let mut tx = self.writer().begin().await.map_err(backend)?;
-        let (status, next_at) = match r.next {
-            MessageNext::Delivered => ("delivered", at),
-            MessageNext::RetryAt(t) => ("pending", t),
-            MessageNext::Dead => ("dead", at),
-        };
-        let updated = sqlx::query(
-            "UPDATE webhook_messages SET status = ?, attempts = ?, next_attempt_at = ?,
-               body = COALESCE(body, ?), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-             WHERE id = ? AND lease_owner = ? AND status = 'pending' RETURNING endpoint_id",
-        )
-        .bind(status)
-        .bind(r.attempt.attempt)
-        .bind(ms(next_at))
-        .bind(&r.body)
-        .bind(ms(at))
-        .bind(r.message_id)
-        .bind(&r.lease_owner)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let Some(row) = updated else {
-            return Ok(false);
-        };
-        let endpoint: Uuid = row.try_get("endpoint_id").map_err(backend)?;
-        let a = &r.attempt;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (id, message_id, attempt, outcome, status_code, duration_ms,
-               response_excerpt, response_truncated, error, error_kind, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.id)
-        .bind(r.message_id)
-        .bind(a.attempt)
-        .bind(&a.outcome)
-        .bind(a.status_code)
-        .bind(a.duration_ms)
-        .bind(&a.response_excerpt)
-        .bind(a.response_truncated)
-        .bind(&a.error)
-        .bind(&a.error_kind)
-        .bind(ms(a.at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query(
-            "UPDATE webhook_endpoints SET
-               failing_since = CASE WHEN ? THEN NULL ELSE COALESCE(failing_since, ?) END,
-               enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
-               disabled_reason = COALESCE(?, disabled_reason)
-             WHERE id = ?",
-        )
-        .bind(r.success)
-        .bind(ms(a.at))
-        .bind(&r.disable_endpoint)
-        .bind(&r.disable_endpoint)
-        .bind(endpoint)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(complete_one(&mut tx, r).await?);
+        }
         tx.commit().await.map_err(backend)?;
-        Ok(true)
+        Ok(out)
     }
 
     pub(crate) async fn wh_get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
@@ -620,4 +564,70 @@ impl SqliteDatabase {
             .map(crate::trap::hit_row)
             .transpose()
     }
+}
+
+/// One attempt of a group commit: the message update (only with the lease), the
+/// attempt row, the endpoint's failure clock.
+async fn complete_one(c: &mut sqlx::SqliteConnection, r: &AttemptResult) -> Result<bool> {
+    let at = now();
+    let (status, next_at) = match r.next {
+        MessageNext::Delivered => ("delivered", at),
+        MessageNext::RetryAt(t) => ("pending", t),
+        MessageNext::Dead => ("dead", at),
+    };
+    let updated = sqlx::query(
+        "UPDATE webhook_messages SET status = ?, attempts = ?, next_attempt_at = ?,
+           body = COALESCE(body, ?), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+         WHERE id = ? AND lease_owner = ? AND status = 'pending' RETURNING endpoint_id",
+    )
+    .bind(status)
+    .bind(r.attempt.attempt)
+    .bind(ms(next_at))
+    .bind(&r.body)
+    .bind(ms(at))
+    .bind(r.message_id)
+    .bind(&r.lease_owner)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(backend)?;
+    let Some(row) = updated else {
+        return Ok(false);
+    };
+    let endpoint: Uuid = row.try_get("endpoint_id").map_err(backend)?;
+    let a = &r.attempt;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (id, message_id, attempt, outcome, status_code, duration_ms,
+           response_excerpt, response_truncated, error, error_kind, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.id)
+    .bind(r.message_id)
+    .bind(a.attempt)
+    .bind(&a.outcome)
+    .bind(a.status_code)
+    .bind(a.duration_ms)
+    .bind(&a.response_excerpt)
+    .bind(a.response_truncated)
+    .bind(&a.error)
+    .bind(&a.error_kind)
+    .bind(ms(a.at))
+    .execute(&mut *c)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "UPDATE webhook_endpoints SET
+           failing_since = CASE WHEN ? THEN NULL ELSE COALESCE(failing_since, ?) END,
+           enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
+           disabled_reason = COALESCE(?, disabled_reason)
+         WHERE id = ?",
+    )
+    .bind(r.success)
+    .bind(ms(a.at))
+    .bind(&r.disable_endpoint)
+    .bind(&r.disable_endpoint)
+    .bind(endpoint)
+    .execute(&mut *c)
+    .await
+    .map_err(backend)?;
+    Ok(true)
 }

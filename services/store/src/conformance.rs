@@ -1381,6 +1381,24 @@ pub async fn webhook_claims_lease_retry_and_dead_letter(db: &dyn Database) {
         .unwrap()
         .iter()
         .any(|c| c.message.id == m2.id));
+    // A group commit stores what its owner holds and skips the rest.
+    assert_eq!(
+        db.complete_webhook_attempts(&[
+            attempt_result(&m2, "w4", 1, 200, MessageNext::Delivered),
+            attempt_result(&m3, "nobody", 1, 200, MessageNext::Delivered),
+        ])
+        .await
+        .unwrap(),
+        vec![true, false]
+    );
+    assert_eq!(
+        db.get_webhook_message(t.id, m2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        MessageStatus::Delivered
+    );
     assert_eq!(
         db.get_webhook_message(t.id, m1.id)
             .await

@@ -210,7 +210,17 @@ pub trait Database: Send + Sync + 'static {
     async fn claim_webhook_messages(&self, req: &ClaimRequest) -> Result<Vec<ClaimedMessage>>;
     /// Stores an attempt and the message's next state; `false` (nothing stored) if the
     /// lease is no longer `lease_owner`'s.
-    async fn complete_webhook_attempt(&self, result: &AttemptResult) -> Result<bool>;
+    async fn complete_webhook_attempt(&self, result: &AttemptResult) -> Result<bool> {
+        Ok(self
+            .complete_webhook_attempts(std::slice::from_ref(result))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+    /// [`complete_webhook_attempt`](Self::complete_webhook_attempt) for several attempts in
+    /// one transaction (one durable commit for all: the worker's group commit).
+    async fn complete_webhook_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>>;
     /// A hit by id (for rendering alerts).
     async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>>;
 

@@ -19,7 +19,7 @@ use keytrap_store::{
     AttemptResult, ClaimRequest, ClaimedMessage, Database, MessageNext, WebhookAttempt,
     WebhookEndpoint, WebhookMessage,
 };
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use url::Url;
 use uuid::Uuid;
 
@@ -64,7 +64,11 @@ impl Default for WorkerConfig {
 /// The worker. Build once, [`run`](Worker::run) in a task.
 pub struct Worker {
     inner: Arc<Inner>,
+    done_rx: mpsc::Receiver<AttemptResult>,
 }
+
+/// Most attempts stored in one transaction.
+const MAX_COMMIT: usize = 256;
 
 struct Inner {
     db: Arc<dyn Database>,
@@ -76,6 +80,9 @@ struct Inner {
     endpoints: Mutex<HashMap<Uuid, EndpointSlots>>,
     /// The earliest retry this worker scheduled that is still to come.
     next_due: Mutex<Option<DateTime<Utc>>>,
+    /// Finished attempts, stored by one task in group commits (one durable commit per
+    /// batch instead of per attempt).
+    done_tx: mpsc::Sender<AttemptResult>,
 }
 
 struct EndpointSlots {
@@ -90,6 +97,7 @@ impl Worker {
         cipher: Arc<SecretCipher>,
         cfg: WorkerConfig,
     ) -> Worker {
+        let (done_tx, done_rx) = mpsc::channel(4 * MAX_COMMIT);
         Worker {
             inner: Arc::new(Inner {
                 db,
@@ -99,7 +107,9 @@ impl Worker {
                 wake: Arc::new(Notify::new()),
                 endpoints: Mutex::new(HashMap::new()),
                 next_due: Mutex::new(None),
+                done_tx,
             }),
+            done_rx,
         }
     }
 
@@ -113,6 +123,7 @@ impl Worker {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let inner = self.inner;
+        tokio::spawn(inner.clone().store_attempts(self.done_rx));
         tracing::info!(owner = %inner.cfg.owner, "alert worker started");
         loop {
             let full = inner.clone().round().await;
@@ -133,6 +144,55 @@ impl Worker {
 }
 
 impl Inner {
+    /// The attempts' group commit: whatever finished while the previous transaction
+    /// committed goes into the next one.
+    async fn store_attempts(self: Arc<Self>, mut rx: mpsc::Receiver<AttemptResult>) {
+        let mut batch = Vec::with_capacity(MAX_COMMIT);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_COMMIT {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let stored = match self.db.complete_webhook_attempts(&batch).await {
+                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => {
+                    // One bad row must not lose the others: store each on its own.
+                    tracing::error!(error = %e, n = batch.len(), "storing attempts failed; retrying one by one");
+                    let mut v = Vec::with_capacity(batch.len());
+                    for r in &batch {
+                        v.push(self.db.complete_webhook_attempt(r).await);
+                    }
+                    v
+                }
+            };
+            for (r, res) in batch.drain(..).zip(stored) {
+                match res {
+                    Ok(true) => {
+                        if let MessageNext::RetryAt(t) = r.next {
+                            let mut due = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
+                            if due.is_none_or(|d| t < d) {
+                                *due = Some(t);
+                            }
+                        }
+                    }
+                    Ok(false) => tracing::warn!(
+                        message = %r.message_id,
+                        "lease lost before the attempt was stored (another worker has the message)"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e, message = %r.message_id,
+                        "storing an attempt failed; the message is retried when its lease expires"
+                    ),
+                }
+            }
+            // Stored: the endpoint may have more due, and retries may be scheduled.
+            self.wake.notify_one();
+        }
+    }
+
     fn wait_time(&self) -> Duration {
         let mut due = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
@@ -290,23 +350,8 @@ impl Inner {
             success,
             disable_endpoint: disable,
         };
-        match self.db.complete_webhook_attempt(&result).await {
-            Ok(true) => {
-                if let MessageNext::RetryAt(t) = msg_next {
-                    let mut due = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
-                    if due.is_none_or(|d| t < d) {
-                        *due = Some(t);
-                    }
-                }
-            }
-            Ok(false) => tracing::warn!(
-                message = %message.id,
-                "lease lost before the attempt was stored (another worker has the message)"
-            ),
-            Err(e) => tracing::error!(
-                error = %e, message = %message.id,
-                "storing an attempt failed; the message is retried when its lease expires"
-            ),
+        if self.done_tx.send(result).await.is_err() {
+            tracing::error!(message = %message.id, "attempt store stopped; the message is retried when its lease expires");
         }
     }
 
