@@ -487,33 +487,60 @@ impl PgDatabase {
                 .iter()
                 .map(endpoint_row)
                 .collect::<Result<_>>()?;
-        let mut ids = Vec::new();
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        // One bulk insert for the whole fan-out (a row per event per matching endpoint).
+        let mut m_id = Vec::new();
+        let mut m_tenant = Vec::new();
+        let mut m_endpoint = Vec::new();
+        let mut m_event = Vec::new();
+        let mut m_type = Vec::new();
+        let mut m_webhook = Vec::new();
+        let mut m_incident: Vec<Option<Uuid>> = Vec::new();
+        let mut m_hit: Vec<Option<Uuid>> = Vec::new();
+        let mut m_payload = Vec::new();
+        let mut m_occurred = Vec::new();
         for ev in &events {
             for ep in endpoints.iter().filter(|ep| ep.matches(ev)) {
                 let id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id, event_type,
-                       webhook_id, incident_id, hit_id, payload, status, next_attempt_at,
-                       occurred_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $10, $10)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(ev.tenant_id)
-                .bind(ep.id)
-                .bind(ev.id)
-                .bind(&ev.event_type)
-                .bind(webhook_id(id))
-                .bind(ev.incident_id)
-                .bind(ev.hit_id)
-                .bind(Json(&ev.payload))
-                .bind(at)
-                .bind(ev.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                m_id.push(id);
+                m_tenant.push(ev.tenant_id);
+                m_endpoint.push(ep.id);
+                m_event.push(ev.id);
+                m_type.push(ev.event_type.clone());
+                m_webhook.push(webhook_id(id));
+                m_incident.push(ev.incident_id);
+                m_hit.push(ev.hit_id);
+                m_payload.push(ev.payload.to_string());
+                m_occurred.push(ev.created_at);
             }
-            ids.push(ev.id);
+        }
+        if !m_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id, event_type,
+                   webhook_id, incident_id, hit_id, payload, status, next_attempt_at,
+                   occurred_at, created_at, updated_at)
+                 SELECT id, tenant_id, endpoint_id, event_id, event_type, webhook_id, incident_id,
+                   hit_id, payload::jsonb, 'pending', $11, occurred_at, $11, $11
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                   $7::uuid[], $8::uuid[], $9::text[], $10::timestamptz[])
+                   AS t (id, tenant_id, endpoint_id, event_id, event_type, webhook_id, incident_id,
+                   hit_id, payload, occurred_at)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&m_id)
+            .bind(&m_tenant)
+            .bind(&m_endpoint)
+            .bind(&m_event)
+            .bind(&m_type)
+            .bind(&m_webhook)
+            .bind(&m_incident)
+            .bind(&m_hit)
+            .bind(&m_payload)
+            .bind(&m_occurred)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         sqlx::query("UPDATE events SET dispatched_at = $1 WHERE id = ANY($2)")
             .bind(at)
