@@ -428,10 +428,16 @@ impl PgDatabase {
         .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
-        match status.as_deref() {
-            None => return Err(StoreError::NotFound),
-            Some("dead") => {}
-            Some(_) => return Err(StoreError::Conflict("undelivered dead letter".into())),
+        let refused = match status.as_deref() {
+            None => Some(StoreError::NotFound),
+            Some("dead") => None,
+            Some(_) => Some(StoreError::Conflict("undelivered dead letter".into())),
+        };
+        if let Some(e) = refused {
+            // Release the row lock now: a dropped transaction only rolls back when its
+            // pooled connection is next used, and claims would skip the row until then.
+            tx.rollback().await.map_err(backend)?;
+            return Err(e);
         }
         let row = sqlx::query(
             "UPDATE webhook_messages SET status = 'pending', attempts = 0, next_attempt_at = $1,
