@@ -8,11 +8,14 @@ server is killed with SIGKILL (no shutdown, no flush), restarted on the same dat
 and this is repeated. At the end every marker whose response the client received (HTTP
 200, a validly signed canary request) must appear in a recorded hit.
 
-With --alerts, a webhook endpoint pointing at a local receiver is registered too, and
-every acknowledged hit's incident alert must have been delivered after the restarts
-(used once webhooks exist; see docs/trap.md).
+With --alerts, a webhook endpoint pointing at a local receiver (which verifies every
+delivery with the `standardwebhooks` package) is registered too, and open incidents are
+resolved before each round so every round opens new ones (their alerts are in flight
+when the kill comes). After the last restart, within a bounded wait, the incident of
+every acknowledged hit must have had its `incident.opened` delivered and every store
+incident its `store.compromised`.
 
-Usage: crash_test.py BINARY [--postgres URL] [--rounds 3] [--seconds 2]
+Usage: crash_test.py BINARY [--postgres URL] [--rounds 3] [--seconds 2] [--alerts]
 Prints "N passed, M failed"; exits non-zero on failure.
 """
 
@@ -119,7 +122,8 @@ def hammer(trap, canaries, stop, acked, sent, lock, tid):
 
 
 def recorded_markers(kt, canary_ids):
-    found = set()
+    """marker -> the incident id of its hit."""
+    found = {}
     for cid in canary_ids:
         after = None
         while True:
@@ -128,11 +132,42 @@ def recorded_markers(kt, canary_ids):
             for h in page["hits"]:
                 for part in (h.get("query") or "").split("&"):
                     if part.startswith("marker="):
-                        found.add(part[len("marker="):])
+                        found[part[len("marker="):]] = h.get("incident_id")
             after = page.get("next_after")
             if not after:
                 break
     return found
+
+
+def check_alerts(rx, acked, found, incidents, wait):
+    """Every acknowledged hit's incident has its incident.opened delivered, every store
+    incident its store.compromised (waits up to `wait` seconds for the worker)."""
+    canary_incidents = {found[m] for m in acked if found.get(m)}
+    store_incidents = {i["id"] for i in incidents if i["kind"] == "store"}
+    if not canary_incidents:
+        return False, "FAIL: acknowledged hits carry no incident"
+
+    def delivered(kind):
+        return {(p.get("data") or {}).get("incident", {}).get("id")
+                for _, p, _ in rx.verified() if p.get("type") == kind}
+
+    def missing():
+        return (canary_incidents - delivered("incident.opened"),
+                store_incidents - delivered("store.compromised"))
+
+    deadline = time.time() + wait
+    while time.time() < deadline and any(missing()):
+        time.sleep(0.2)
+    m_canary, m_store = missing()
+    if rx.failures:
+        return False, "FAIL: deliveries failed verification: %r" % rx.failures[:3]
+    if m_canary or m_store:
+        return False, ("FAIL: alerts not delivered within %.0fs: %d incident.opened, %d store.compromised"
+                       % (wait, len(m_canary), len(m_store)))
+    ids = [h for h, _, _ in rx.verified()]
+    return True, ("alerts: %d incidents of acknowledged hits and %d store incidents all delivered "
+                  "(%d verified deliveries, %d distinct webhook-ids)"
+                  % (len(canary_incidents), len(store_incidents), len(ids), len(set(ids))))
 
 
 def main():
@@ -142,6 +177,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--alerts", action="store_true")
+    ap.add_argument("--alert-wait", type=float, default=90.0)
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
 
@@ -155,6 +192,14 @@ def main():
         "KEYTRAP_DATABASE_URL": args.postgres or "sqlite://" + os.path.join(workdir, "keytrap.db"),
         "KEYTRAP_LOG": "warn",
     })
+    rx = None
+    if args.alerts:
+        from webhook_receiver import Receiver
+
+        rx = Receiver()
+        # The receiver is on loopback; retries fast so the bounded wait stays short.
+        env["KEYTRAP_WEBHOOK_ALLOW_CIDRS"] = "127.0.0.0/8"
+        env["KEYTRAP_WEBHOOK_RETRY_SCALE"] = "0.01"
     kt = Keytrap(args.binary, env, workdir)
     passed = failed = 0
     try:
@@ -165,8 +210,14 @@ def main():
         canaries = [(c["credentials"]["api_key"], c["credentials"]["api_secret"])
                     for c in minted["canaries"]]
         ids = [c["id"] for c in minted["canaries"]]
+        if rx:
+            hook = kt.call("POST", "/v1/webhooks", {"url": rx.url})
+            rx.secret = hook["secret"]
         acked, sent, lock = set(), [0], threading.Lock()
         for rnd in range(args.rounds):
+            if rx:
+                for i in kt.call("GET", "/v1/incidents?status=open&limit=1000")["incidents"]:
+                    kt.call("POST", "/v1/incidents/%s/resolve" % i["id"], {})
             stop = threading.Event()
             threads = [threading.Thread(target=hammer,
                                         args=(kt.trap, canaries, stop, acked, sent, lock, i))
@@ -183,7 +234,7 @@ def main():
                   % (rnd + 1, sent[0], len(acked)), flush=True)
             kt.start()
         found = recorded_markers(kt, ids)
-        lost = acked - found
+        lost = acked - set(found)
         print("acknowledged hits: %d, recorded: %d, lost: %d" % (len(acked), len(found), len(lost)))
         if not acked:
             print("FAIL: no request was acknowledged; the test proved nothing")
@@ -200,8 +251,14 @@ def main():
         else:
             print("FAIL: no store incident for the crash store")
             failed += 1
+        if rx:
+            ok, why = check_alerts(rx, acked, found, incidents, args.alert_wait)
+            print(why, flush=True)
+            passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
     finally:
         kt.stop()
+        if rx:
+            rx.close()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
 

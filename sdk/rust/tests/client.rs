@@ -22,6 +22,12 @@ async fn server() -> Server {
         .unwrap();
     let state = keytrap_api::AppState {
         db: Arc::new(tmp.db.clone()),
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &MasterKey::from_bytes([9; 32]).keys(),
+            keytrap_webhooks::AddrPolicy::strict(),
+            false,
+        ),
+
         keys: MasterKey::from_bytes([9; 32]).keys(),
         key_version: 1,
     };

@@ -10,6 +10,7 @@ pub mod incidents;
 mod meta;
 pub mod plant;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Version of the master key new canaries are derived under.
     pub key_version: i32,
+    /// SSRF policy and secret cipher for webhook endpoints.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 #[derive(OpenApi)]
@@ -56,6 +59,7 @@ pub struct AppState {
         (name = "canaries", description = "Canary credentials"),
         (name = "tokens", description = "API tokens and tenants"),
         (name = "incidents", description = "Hits, incidents and events recorded by the trap"),
+        (name = "webhooks", description = "Signed alert deliveries to your receivers"),
         (name = "meta", description = "Health and documentation"),
     )
 )]
@@ -84,6 +88,18 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(incidents::ack_incident))
         .routes(routes!(incidents::resolve_incident))
         .routes(routes!(incidents::list_events))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::disable_webhook))
+        .routes(routes!(webhooks::enable_webhook))
+        .routes(routes!(webhooks::rotate_webhook))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .split_for_parts()

@@ -21,9 +21,15 @@ struct App {
 }
 
 async fn make_state(db: Arc<dyn Database>) -> (AppState, String) {
+    let keys = MasterKey::from_bytes([42; 32]).keys();
     let state = AppState {
         db,
-        keys: MasterKey::from_bytes([42; 32]).keys(),
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &keys,
+            keytrap_webhooks::AddrPolicy::parse_allow_list("127.0.0.0/8").unwrap(),
+            false,
+        ),
+        keys,
         key_version: 1,
     };
     let admin = keytrap_api::tokens::bootstrap(&state, None)
@@ -91,6 +97,7 @@ on_both_backends!(
     disable_and_filters,
     tokens_can_be_revoked,
     routing_errors_are_json,
+    webhooks_lifecycle,
 );
 
 impl App {
@@ -127,7 +134,7 @@ impl App {
         }
         .unwrap();
         let (status, headers, body) = self.raw(req).await;
-        if status != StatusCode::OK && status != StatusCode::CREATED {
+        if !status.is_success() {
             assert_eq!(
                 headers.get(header::CONTENT_TYPE).unwrap(),
                 "application/json",
@@ -885,4 +892,275 @@ async fn concurrent_bootstrap_with_a_supplied_token() {
             .count();
         assert_eq!(named, 1);
     }
+}
+
+async fn webhooks_lifecycle(app: App) {
+    let store = app.store(&app.admin, "prod-users-db").await;
+    // Refused at creation, each with a clear 400.
+    for (body, why) in [
+        (
+            json!({"url": "http://169.254.169.254/latest/meta-data"}),
+            "metadata",
+        ),
+        (json!({"url": "http://10.1.2.3/hook"}), "private"),
+        (
+            json!({"url": "http://167772161/hook"}),
+            "10.0.0.1 in decimal",
+        ),
+        (json!({"url": "ftp://127.0.0.1/x"}), "scheme"),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "format": "pagerduty"}),
+            "no routing key",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "format": "irc"}),
+            "format",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "events": ["hit.everything"]}),
+            "event",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "exchanges": ["mtgox"]}),
+            "exchange",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "headers": {"Host": "x"}}),
+            "header",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "store_ids": [uuid::Uuid::now_v7()]}),
+            "store",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/h", "surprise": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (s, v) = app.post("/v1/webhooks", &app.admin, body).await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{why}: {v}"
+        );
+    }
+    let mint = app.token(&["mint"]).await;
+    let (s, _) = app
+        .post(
+            "/v1/webhooks",
+            &mint,
+            json!({"url": "http://127.0.0.1:9/h"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "webhooks need admin");
+
+    let (s, v) = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            json!({
+                "url": "http://127.0.0.1:9/hook",
+                "events": ["store.compromised"],
+                "exchanges": ["binance"],
+                "store_ids": [store],
+                "headers": {"Authorization": "Bearer receiver-token"},
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let secret = v["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(v["webhook"]["format"], "standard");
+    let (s, got) = app.get(&format!("/v1/webhooks/{id}"), &app.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = got.to_string();
+    assert!(
+        !text.contains(&secret) && !text.contains("receiver-token"),
+        "{text}"
+    );
+    assert_eq!(got["header_names"], json!(["Authorization"]));
+    assert_eq!(got["exchanges"], json!(["binance"]));
+    let (_, list) = app.get("/v1/webhooks", &app.admin).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
+    assert!(!list.to_string().contains(&secret));
+
+    // PATCH: set, then clear with null; a bad URL is refused like at creation.
+    let path = format!("/v1/webhooks/{id}");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"min_severity": "critical"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["min_severity"].as_str()),
+        (StatusCode::OK, Some("critical")),
+        "{v}"
+    );
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"min_severity": null})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["min_severity"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{v}"
+    );
+    assert_eq!(v["exchanges"], json!(["binance"]), "absent fields are kept");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"url": "http://192.168.1.1/"})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    // Disabled: no test; enabled: the test is queued and listed as a delivery.
+    let (s, v) = app
+        .post(&format!("{path}/disable"), &app.admin, json!({}))
+        .await;
+    assert_eq!(
+        (s, v["enabled"].as_bool(), v["disabled_reason"].as_str()),
+        (StatusCode::OK, Some(false), Some("api"))
+    );
+    let (s, v) = app
+        .post(&format!("{path}/test"), &app.admin, json!({}))
+        .await;
+    assert_eq!((s, error_code(&v)), (StatusCode::CONFLICT, "conflict"));
+    let (s, v) = app
+        .post(&format!("{path}/enable"), &app.admin, json!({}))
+        .await;
+    assert_eq!((s, v["enabled"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = app
+        .post(&format!("{path}/test"), &app.admin, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let msg = v["message_id"].as_str().unwrap().to_string();
+    assert!(v["webhook_id"].as_str().unwrap().starts_with("msg_"));
+    let (s, d) = app.get(&format!("{path}/deliveries"), &app.admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(d["deliveries"][0]["id"], msg.as_str());
+    assert_eq!(d["deliveries"][0]["event_type"], "webhook.test");
+    assert_eq!(d["deliveries"][0]["status"], "pending");
+    assert_eq!(d["deliveries"][0]["attempts"], json!([]));
+
+    // Only dead letters can be retried. Make it dead as a worker would.
+    let retry = format!("/v1/deliveries/{msg}/retry");
+    let (s, v) = app.post(&retry, &app.admin, json!({})).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::CONFLICT, "conflict"));
+    let db = &app.state.db;
+    let claimed = db
+        .claim_webhook_messages(&keytrap_store::ClaimRequest {
+            owner: "w".into(),
+            now: chrono::Utc::now(),
+            lease: std::time::Duration::from_secs(30),
+            limit: 10,
+            per_endpoint: 10,
+            exclude_endpoints: vec![],
+        })
+        .await
+        .unwrap();
+    let m = &claimed[0].message;
+    assert!(db
+        .complete_webhook_attempt(&keytrap_store::AttemptResult {
+            message_id: m.id,
+            lease_owner: "w".into(),
+            body: None,
+            attempt: keytrap_store::WebhookAttempt {
+                id: uuid::Uuid::now_v7(),
+                message_id: m.id,
+                attempt: 1,
+                outcome: "failure".into(),
+                status_code: Some(500),
+                duration_ms: 3,
+                response_excerpt: Some("boom".into()),
+                response_truncated: false,
+                error: None,
+                error_kind: None,
+                at: chrono::Utc::now(),
+            },
+            next: keytrap_store::MessageNext::Dead,
+            success: false,
+            disable_endpoint: None,
+        })
+        .await
+        .unwrap());
+    let (_, d) = app.get(&format!("{path}/deliveries"), &app.admin).await;
+    assert_eq!(d["deliveries"][0]["status"], "dead");
+    assert_eq!(d["deliveries"][0]["attempts"][0]["status_code"], 500);
+    assert_eq!(
+        d["deliveries"][0]["attempts"][0]["response_excerpt"],
+        "boom"
+    );
+    let (s, v) = app.post(&retry, &app.admin, json!({})).await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["attempts"].as_i64()),
+        (StatusCode::OK, Some("pending"), Some(0)),
+        "{v}"
+    );
+    let (s, _) = app
+        .post(
+            &format!("/v1/deliveries/{}/retry", uuid::Uuid::now_v7()),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Rotation: a new secret once, version 2, the old one signs for the overlap.
+    let (s, v) = app
+        .post(&format!("{path}/rotate"), &app.admin, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let new_secret = v["secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_eq!(v["webhook"]["secret_version"], 2);
+    assert!(v["webhook"]["previous_secret_expires_at"].is_string());
+    let (s, _) = app
+        .post(
+            &format!("{path}/rotate?overlap_secs=99999999"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (_, audit) = app.get("/v1/audit", &app.admin).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    for a in [
+        "webhook.create",
+        "webhook.update",
+        "webhook.disable",
+        "webhook.enable",
+        "webhook.test",
+        "delivery.retry",
+        "webhook.rotate",
+    ] {
+        assert!(actions.contains(&a), "{a} audited: {audit}");
+    }
+
+    let (s, _) = app
+        .call(Method::DELETE, &path, Some(&app.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&path, &app.admin).await.0, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .call(Method::DELETE, &path, Some(&app.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -23,6 +23,12 @@ struct App {
 async fn make_state(db: Arc<dyn Database>) -> (AppState, String) {
     let state = AppState {
         db,
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &MasterKey::from_bytes([42; 32]).keys(),
+            keytrap_webhooks::AddrPolicy::strict(),
+            false,
+        ),
+
         keys: MasterKey::from_bytes([42; 32]).keys(),
         key_version: 1,
     };

@@ -8,9 +8,13 @@
 //! canary requests, against a bare axum baseline, with a load generator that signs every
 //! request on the fly (see `trap.rs`, `load.rs`).
 //!
-//! Run: `cargo run --release -p keytrap-bench -- mint` or `-- trap` (see
+//! `keytrap-bench alerts`: alert latency (trap response -> receiver receipt) and
+//! delivery throughput through a real `keytrap serve` with the worker role (`alerts.rs`).
+//!
+//! Run: `cargo run --release -p keytrap-bench -- mint`, `-- trap` or `-- alerts` (see
 //! docs/benchmarks.md).
 
+mod alerts;
 mod load;
 mod trap;
 
@@ -104,6 +108,25 @@ enum Cmd {
         /// Also run the trap role, listening here.
         #[arg(long)]
         trap_listen: Option<String>,
+        /// Also run the worker role (webhooks may reach 127.0.0.0/8).
+        #[arg(long)]
+        worker: bool,
+    },
+    /// Alert latency and delivery throughput (API, trap and worker in one server).
+    Alerts {
+        /// Sequential hits for the idle latency, one alert each.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Endpoints in the throughput run (each receives every alert).
+        #[arg(long, default_value_t = 20)]
+        endpoints: usize,
+        /// Canaries hit once each in the throughput run.
+        #[arg(long, default_value_t = 500)]
+        canaries: u32,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backends: Vec<String>,
+        #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
+        postgres_url: String,
     },
     /// (internal) serve the bare axum baseline handler.
     #[command(hide = true)]
@@ -120,7 +143,21 @@ fn main() -> anyhow::Result<()> {
             database_url,
             api_listen,
             trap_listen,
-        } => rt.block_on(serve(database_url, api_listen, trap_listen)),
+            worker,
+        } => rt.block_on(serve(database_url, api_listen, trap_listen, worker)),
+        Cmd::Alerts {
+            samples,
+            endpoints,
+            canaries,
+            backends,
+            postgres_url,
+        } => rt.block_on(alerts::run(alerts::AlertArgs {
+            samples: samples.max(1),
+            endpoints: endpoints.max(1),
+            canaries: canaries.max(1),
+            backends,
+            postgres_url,
+        })),
         Cmd::BaselineServe { listen } => rt.block_on(trap::baseline_serve(listen)),
         Cmd::Trap {
             duration,
@@ -189,10 +226,17 @@ async fn serve(
     database_url: String,
     api_listen: String,
     trap_listen: Option<String>,
+    worker: bool,
 ) -> anyhow::Result<()> {
     let mut roles = vec![keytrap::config::Role::Api];
     if trap_listen.is_some() {
         roles.push(keytrap::config::Role::Trap);
+    }
+    let mut webhooks = keytrap::config::WebhookConfig::default();
+    if worker {
+        roles.push(keytrap::config::Role::Worker);
+        webhooks.addrs = keytrap_webhooks::AddrPolicy::parse_allow_list("127.0.0.0/8")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let cfg = keytrap::config::Resolved {
         database_url,
@@ -206,6 +250,7 @@ async fn serve(
         http: keytrap::http::Limits::default(),
         roles,
         trap: Default::default(),
+        webhooks,
     };
     keytrap::serve::run(cfg).await
 }

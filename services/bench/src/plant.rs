@@ -66,6 +66,12 @@ pub async fn plant(pg: &str, rows: u32) -> anyhow::Result<(f64, f64)> {
     let tmp = keytrap_store_sqlite::testing::TempSqlite::new().await?;
     let state = keytrap_api::AppState {
         db: Arc::new(tmp.db.clone()),
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &MasterKey::from_bytes([5; 32]).keys(),
+            keytrap_webhooks::AddrPolicy::strict(),
+            false,
+        ),
+
         keys: MasterKey::from_bytes([5; 32]).keys(),
         key_version: 1,
     };

@@ -79,7 +79,7 @@ impl Child {
     }
 }
 
-async fn wait_tcp(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn wait_tcp(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         if Instant::now() > deadline {

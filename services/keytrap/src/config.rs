@@ -34,6 +34,10 @@ pub struct FileConfig {
     /// `host = "exchange"` pairs for exchange-like hostnames.
     pub trap_hosts: Option<std::collections::HashMap<String, String>>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub webhook_allow_cidrs: Option<Vec<String>>,
+    pub webhook_https_only: Option<bool>,
+    pub webhook_timeout_secs: Option<u64>,
+    pub webhook_retry_scale: Option<f64>,
 }
 
 impl FileConfig {
@@ -108,6 +112,43 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
+    /// Addresses webhooks may reach although the SSRF guard blocks them (CIDRs,
+    /// comma-separated), e.g. `127.0.0.0/8` for a local receiver.
+    #[arg(
+        long = "webhook-allow-cidr",
+        env = "KEYTRAP_WEBHOOK_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    pub webhook_allow_cidrs: Vec<String>,
+    /// Refuse `http://` webhook URLs (default false).
+    #[arg(long, env = "KEYTRAP_WEBHOOK_HTTPS_ONLY")]
+    pub webhook_https_only: Option<bool>,
+    /// Total time for one delivery attempt, in seconds (default 15).
+    #[arg(long, env = "KEYTRAP_WEBHOOK_TIMEOUT_SECS")]
+    pub webhook_timeout_secs: Option<u64>,
+    /// Multiplies the retry schedule (default 1; e.g. 0.001 in tests).
+    #[arg(long, env = "KEYTRAP_WEBHOOK_RETRY_SCALE")]
+    pub webhook_retry_scale: Option<f64>,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub addrs: keytrap_webhooks::AddrPolicy,
+    pub https_only: bool,
+    pub timeout: std::time::Duration,
+    pub retry_scale: f64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            addrs: keytrap_webhooks::AddrPolicy::strict(),
+            https_only: false,
+            timeout: keytrap_webhooks::client::DEFAULT_TIMEOUT,
+            retry_scale: 1.0,
+        }
+    }
 }
 
 /// Everything `serve` and `migrate` need, after layering.
@@ -124,6 +165,7 @@ pub struct Resolved {
     pub http: crate::http::Limits,
     pub roles: Vec<Role>,
     pub trap: keytrap_trap::TrapConfig,
+    pub webhooks: WebhookConfig,
 }
 
 fn env_secret(name: &str) -> anyhow::Result<Option<String>> {
@@ -159,6 +201,40 @@ pub fn resolve_storage(a: &StorageArgs, f: &FileConfig) -> anyhow::Result<Resolv
         http: crate::http::Limits::default(),
         roles: vec![Role::Api, Role::Trap, Role::Worker],
         trap: keytrap_trap::TrapConfig::default(),
+        webhooks: WebhookConfig::default(),
+    })
+}
+
+fn webhook_config(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<WebhookConfig> {
+    let cidrs = if a.webhook_allow_cidrs.is_empty() {
+        f.webhook_allow_cidrs.clone().unwrap_or_default()
+    } else {
+        a.webhook_allow_cidrs.clone()
+    };
+    let addrs = keytrap_webhooks::AddrPolicy::parse_allow_list(&cidrs.join(","))
+        .map_err(|e| anyhow::anyhow!("KEYTRAP_WEBHOOK_ALLOW_CIDRS: {e}"))?;
+    let timeout = a
+        .webhook_timeout_secs
+        .or(f.webhook_timeout_secs)
+        .unwrap_or(keytrap_webhooks::client::DEFAULT_TIMEOUT.as_secs());
+    if timeout == 0 || timeout > 300 {
+        bail!("webhook timeout must be between 1 and 300 seconds");
+    }
+    let retry_scale = a
+        .webhook_retry_scale
+        .or(f.webhook_retry_scale)
+        .unwrap_or(1.0);
+    if !retry_scale.is_finite() || retry_scale <= 0.0 || retry_scale > 1000.0 {
+        bail!("webhook retry scale must be a number above 0 and at most 1000");
+    }
+    Ok(WebhookConfig {
+        addrs,
+        https_only: a
+            .webhook_https_only
+            .or(f.webhook_https_only)
+            .unwrap_or(false),
+        timeout: std::time::Duration::from_secs(timeout),
+        retry_scale,
     })
 }
 
@@ -235,6 +311,7 @@ pub fn resolve_serve(a: &ServeArgs, f: &FileConfig) -> anyhow::Result<Resolved> 
         new
     });
     r.trap = trap_config(a, f)?;
+    r.webhooks = webhook_config(a, f)?;
     Ok(r)
 }
 
@@ -255,7 +332,37 @@ mod tests {
             header_read_timeout_secs: None,
             trap_hosts: vec![],
             trusted_proxies: vec![],
+            webhook_allow_cidrs: vec![],
+            webhook_https_only: None,
+            webhook_timeout_secs: None,
+            webhook_retry_scale: None,
         }
+    }
+
+    #[test]
+    fn webhook_settings_parse_or_fail_clearly() {
+        let mut a = args(None);
+        let r = resolve_serve(&a, &FileConfig::default()).expect("resolve");
+        assert!(r.webhooks.addrs.allowed().is_empty() && !r.webhooks.https_only);
+        assert_eq!(r.webhooks.timeout.as_secs(), 15);
+        a.webhook_allow_cidrs = vec!["127.0.0.0/8".into(), "10.1.0.0/16".into()];
+        a.webhook_retry_scale = Some(0.001);
+        a.webhook_https_only = Some(true);
+        let r = resolve_serve(&a, &FileConfig::default()).expect("resolve");
+        assert_eq!(r.webhooks.addrs.allowed().len(), 2);
+        assert!(r.webhooks.https_only && r.webhooks.retry_scale == 0.001);
+        a.webhook_allow_cidrs = vec!["127.0.0.0/99".into()];
+        let e = resolve_serve(&a, &FileConfig::default()).expect_err("bad cidr");
+        assert!(
+            format!("{e:#}").contains("KEYTRAP_WEBHOOK_ALLOW_CIDRS"),
+            "{e:#}"
+        );
+        a.webhook_allow_cidrs = vec![];
+        a.webhook_retry_scale = Some(-1.0);
+        assert!(resolve_serve(&a, &FileConfig::default()).is_err());
+        a.webhook_retry_scale = None;
+        a.webhook_timeout_secs = Some(0);
+        assert!(resolve_serve(&a, &FileConfig::default()).is_err());
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod mint;
 pub mod plant;
 pub mod serve;
 pub mod target;
+pub mod worker;

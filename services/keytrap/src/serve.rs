@@ -124,6 +124,11 @@ pub async fn prepare(cfg: &Resolved) -> anyhow::Result<Ready> {
 
     let state = AppState {
         db: db.clone(),
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &keys,
+            cfg.webhooks.addrs.clone(),
+            cfg.webhooks.https_only,
+        ),
         keys,
         key_version: 1,
     };
@@ -194,6 +199,14 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
 
+    // The worker is built first so the trap's recorder can wake it after each commit.
+    let worker = if cfg.roles.contains(&Role::Worker) {
+        Some(crate::worker::build(&cfg, &ready.state).await?)
+    } else {
+        None
+    };
+    let wake = worker.as_ref().map(|w| w.waker());
+
     let mut trap_state = None;
     if cfg.roles.contains(&Role::Api) {
         let listener = bind(cfg.api_listen, "api").await?;
@@ -209,10 +222,11 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
     if cfg.roles.contains(&Role::Trap) {
         let listener = bind(cfg.trap_listen, "trap").await?;
         tracing::info!(addr = %cfg.trap_listen, "trap listening");
-        let trap = keytrap_trap::TrapState::new(
+        let trap = keytrap_trap::TrapState::with_alert_notify(
             ready.state.db.clone(),
             ready.state.keys.clone(),
             cfg.trap.clone(),
+            wake.clone(),
         );
         tracing::info!(exchanges = ?trap.exchanges(), "trap emulators");
         trap_state = Some(trap.clone());
@@ -239,8 +253,15 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
                 .context("health server failed")
         });
     }
-    if cfg.roles.contains(&Role::Worker) {
-        tracing::info!("worker role enabled (no background jobs are defined yet)");
+    if let Some(worker) = worker {
+        if !is_embedded(&cfg.database_url)? {
+            crate::worker::listen_postgres(&cfg.database_url, worker.waker()).await?;
+        }
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            worker.run(wait_stop(rx)).await;
+            Ok(())
+        });
     }
 
     tokio::select! {

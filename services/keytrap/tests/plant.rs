@@ -30,6 +30,11 @@ async fn keytrap() -> Keytrap {
         .unwrap();
     let state = keytrap_api::AppState {
         db: Arc::new(db.db.clone()),
+        webhooks: keytrap_api::webhooks::WebhookSettings::new(
+            &MasterKey::from_bytes(MASTER).keys(),
+            keytrap_webhooks::AddrPolicy::strict(),
+            false,
+        ),
         keys: MasterKey::from_bytes(MASTER).keys(),
         key_version: 1,
     };

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 mod placements;
 mod trap;
+mod webhooks;
+
+pub use webhooks::WAKE_CHANNEL;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -605,6 +608,120 @@ impl Database for PgDatabase {
     ) -> Result<Canary> {
         self.canary_set_expiry(tenant, id, expires_at, audit).await
     }
+    // ==== webhooks (alerts) — begin block.
+
+    async fn create_webhook_endpoint(
+        &self,
+        endpoint: NewWebhookEndpoint,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint> {
+        self.wh_create(endpoint, audit).await
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+    ) -> Result<Option<WebhookEndpoint>> {
+        self.wh_get(tenant, id).await
+    }
+
+    async fn list_webhook_endpoints(&self, tenant: Uuid) -> Result<Vec<WebhookEndpoint>> {
+        self.wh_list(tenant).await
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint> {
+        self.wh_update(endpoint, audit).await
+    }
+
+    async fn set_webhook_endpoint_enabled(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        enabled: bool,
+        reason: Option<&str>,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint> {
+        self.wh_set_enabled(tenant, id, enabled, reason, audit)
+            .await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        sealed: &str,
+        previous_expires_at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint> {
+        self.wh_rotate(tenant, id, sealed, previous_expires_at, audit)
+            .await
+    }
+
+    async fn delete_webhook_endpoint(&self, tenant: Uuid, id: Uuid, audit: NewAudit) -> Result<()> {
+        self.wh_delete(tenant, id, audit).await
+    }
+
+    async fn enqueue_webhook_message(
+        &self,
+        message: NewWebhookMessage,
+        audit: NewAudit,
+    ) -> Result<WebhookMessage> {
+        self.wh_enqueue(message, audit).await
+    }
+
+    async fn get_webhook_message(&self, tenant: Uuid, id: Uuid) -> Result<Option<WebhookMessage>> {
+        self.wh_get_message(tenant, id).await
+    }
+
+    async fn list_webhook_messages(
+        &self,
+        tenant: Uuid,
+        endpoint: Uuid,
+        page: Page,
+    ) -> Result<Vec<WebhookMessage>> {
+        self.wh_list_messages(tenant, endpoint, page).await
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        tenant: Uuid,
+        messages: &[Uuid],
+    ) -> Result<Vec<WebhookAttempt>> {
+        self.wh_list_attempts(tenant, messages).await
+    }
+
+    async fn retry_webhook_message(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<WebhookMessage> {
+        self.wh_retry(tenant, id, at, audit).await
+    }
+
+    async fn dispatch_webhook_events(&self, limit: u32) -> Result<u32> {
+        self.wh_dispatch(limit).await
+    }
+
+    async fn claim_webhook_messages(&self, req: &ClaimRequest) -> Result<Vec<ClaimedMessage>> {
+        self.wh_claim(req).await
+    }
+
+    async fn complete_webhook_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>> {
+        self.wh_complete(results).await
+    }
+
+    async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
+        self.wh_get_hit(tenant, id).await
+    }
+
+    // ==== webhooks (alerts) — end block.
 }
 
 /// Test support: each test gets its own schema in the server named by

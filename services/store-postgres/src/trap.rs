@@ -15,7 +15,7 @@ fn corrupt(e: keytrap_core::UnknownExchange) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn hit_row(r: &PgRow) -> Result<Hit> {
+pub(crate) fn hit_row(r: &PgRow) -> Result<Hit> {
     let exchange: &str = r.try_get("exchange").map_err(backend)?;
     let params: Json<serde_json::Value> = r.try_get("action_params").map_err(backend)?;
     Ok(Hit {
@@ -407,6 +407,14 @@ impl PgDatabase {
             let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
             insert_hits(&mut tx, &rows).await?;
         }
+        // Delivered to listening workers at commit, never before, so a woken worker
+        // finds the events. Sent for every batch, unknown keys included: a canary's
+        // transaction must not do anything an unknown key's does not (stealth).
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::webhooks::WAKE_CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{backend, from_ms, ms, opt_from_ms, SqliteDatabase};
 
-fn hit_row(r: &SqliteRow) -> Result<Hit> {
+pub(crate) fn hit_row(r: &SqliteRow) -> Result<Hit> {
     let exchange: &str = r.try_get("exchange").map_err(backend)?;
     let params: &str = r.try_get("action_params").map_err(backend)?;
     Ok(Hit {

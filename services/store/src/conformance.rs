@@ -36,6 +36,9 @@ macro_rules! conformance_suite {
             placements_record_list_and_delete,
             placements_are_all_or_nothing_and_unique,
             canary_expiry_can_be_set_and_cleared,
+            webhook_endpoints_crud_and_scoping,
+            webhook_fanout_is_filtered_and_idempotent,
+            webhook_claims_lease_retry_and_dead_letter,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1185,3 +1188,524 @@ pub async fn canary_expiry_can_be_set_and_cleared(db: &dyn Database) {
         .await;
     assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
 }
+// ==== webhooks (alerts) — begin block.
+
+fn new_endpoint(tenant: Uuid, url: &str) -> NewWebhookEndpoint {
+    NewWebhookEndpoint {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        url: url.into(),
+        format: "standard".into(),
+        events: vec![],
+        min_severity: None,
+        store_ids: vec![],
+        exchanges: vec![],
+        headers: [("Authorization".to_string(), "Bearer r".to_string())].into(),
+        routing_key: None,
+        secret_sealed: "ks1.1.sealed".into(),
+    }
+}
+
+fn claim(owner: &str, now: chrono::DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        now,
+        lease: std::time::Duration::from_secs(30),
+        limit: 100,
+        per_endpoint: 100,
+        exclude_endpoints: vec![],
+    }
+}
+
+fn attempt_result(
+    m: &WebhookMessage,
+    owner: &str,
+    n: i32,
+    status: i32,
+    next: MessageNext,
+) -> AttemptResult {
+    AttemptResult {
+        message_id: m.id,
+        lease_owner: owner.into(),
+        body: Some(format!("body of {}", m.webhook_id)),
+        attempt: WebhookAttempt {
+            id: Uuid::now_v7(),
+            message_id: m.id,
+            attempt: n,
+            outcome: if status < 300 { "success" } else { "failure" }.into(),
+            status_code: Some(status),
+            duration_ms: 12,
+            response_excerpt: Some("busy".into()),
+            response_truncated: false,
+            error: None,
+            error_kind: None,
+            at: Utc::now(),
+        },
+        next,
+        success: status < 300,
+        disable_endpoint: None,
+    }
+}
+
+pub async fn webhook_endpoints_crud_and_scoping(db: &dyn Database) {
+    let t = tenant(db, "wh-a").await;
+    let other = tenant(db, "wh-b").await;
+    let e = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://hooks.example.com/a"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    assert!(e.enabled && e.secret_version == 1 && e.failing_since.is_none());
+    assert_eq!(
+        e.headers.get("Authorization").map(String::as_str),
+        Some("Bearer r")
+    );
+    assert_eq!(
+        db.get_webhook_endpoint(t.id, e.id).await.unwrap(),
+        Some(e.clone())
+    );
+    assert_eq!(db.get_webhook_endpoint(other.id, e.id).await.unwrap(), None);
+    assert!(db
+        .list_webhook_endpoints(other.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut changed = e.clone();
+    changed.url = "https://hooks.example.com/b".into();
+    changed.events = vec!["store.compromised".into()];
+    changed.min_severity = Some(Severity::High);
+    changed.exchanges = vec!["binance".into()];
+    let u = db
+        .update_webhook_endpoint(&changed, audit(t.id, "webhook.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.url.as_str(), u.min_severity),
+        ("https://hooks.example.com/b", Some(Severity::High))
+    );
+    assert_eq!(u.events, vec!["store.compromised".to_string()]);
+    let mut foreign = changed.clone();
+    foreign.tenant_id = other.id;
+    assert!(matches!(
+        db.update_webhook_endpoint(&foreign, audit(other.id, "webhook.update"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let d = db
+        .set_webhook_endpoint_enabled(
+            t.id,
+            e.id,
+            false,
+            Some("api"),
+            audit(t.id, "webhook.disable"),
+        )
+        .await
+        .unwrap();
+    assert!(!d.enabled && d.disabled_reason.as_deref() == Some("api"));
+    let en = db
+        .set_webhook_endpoint_enabled(t.id, e.id, true, None, audit(t.id, "webhook.enable"))
+        .await
+        .unwrap();
+    assert!(en.enabled && en.disabled_reason.is_none());
+
+    let until = Utc::now() + Duration::hours(24);
+    let r = db
+        .rotate_webhook_secret(
+            t.id,
+            e.id,
+            "ks1.1.new",
+            until,
+            audit(t.id, "webhook.rotate"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.secret_version, 2);
+    assert_eq!(r.secret_sealed, "ks1.1.new");
+    assert_eq!(r.previous_secret_sealed.as_deref(), Some("ks1.1.sealed"));
+    assert!(r.previous_expires_at.is_some());
+
+    let actions: Vec<String> = db
+        .list_audit(t.id, Page::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    for a in [
+        "webhook.create",
+        "webhook.update",
+        "webhook.disable",
+        "webhook.rotate",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} audited: {actions:?}");
+    }
+    assert!(matches!(
+        db.delete_webhook_endpoint(other.id, e.id, audit(other.id, "webhook.delete"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    db.delete_webhook_endpoint(t.id, e.id, audit(t.id, "webhook.delete"))
+        .await
+        .unwrap();
+    assert_eq!(db.get_webhook_endpoint(t.id, e.id).await.unwrap(), None);
+}
+
+pub async fn webhook_fanout_is_filtered_and_idempotent(db: &dyn Database) {
+    let (t, s, cs) = planted(db, 300).await;
+    let all = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://a.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    let mut critical_only = new_endpoint(t.id, "https://b.example.com/");
+    critical_only.min_severity = Some(Severity::Critical);
+    let critical_only = db
+        .create_webhook_endpoint(critical_only, audit(t.id, "webhook.create"))
+        .await
+        .unwrap();
+    let mut other_store = new_endpoint(t.id, "https://c.example.com/");
+    other_store.store_ids = vec![Uuid::now_v7()];
+    let other_store = db
+        .create_webhook_endpoint(other_store, audit(t.id, "webhook.create"))
+        .await
+        .unwrap();
+    let mut kraken = new_endpoint(t.id, "https://d.example.com/");
+    kraken.exchanges = vec!["kraken".into()];
+    let kraken = db
+        .create_webhook_endpoint(kraken, audit(t.id, "webhook.create"))
+        .await
+        .unwrap();
+    let mut this_store = new_endpoint(t.id, "https://e.example.com/");
+    this_store.store_ids = vec![s.id];
+    this_store.events = vec!["store.compromised".into()];
+    let this_store = db
+        .create_webhook_endpoint(this_store, audit(t.id, "webhook.create"))
+        .await
+        .unwrap();
+    let disabled = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://f.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    db.set_webhook_endpoint_enabled(
+        t.id,
+        disabled.id,
+        false,
+        Some("api"),
+        audit(t.id, "webhook.disable"),
+    )
+    .await
+    .unwrap();
+    // Another tenant's endpoint never sees this tenant's events.
+    let stranger = tenant(db, "wh-stranger").await;
+    let foreign = db
+        .create_webhook_endpoint(
+            new_endpoint(stranger.id, "https://g.example.com/"),
+            audit(stranger.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+
+    // incident.opened + store.compromised (low), then incident.escalated (critical).
+    db.record_trap_events(&[hit(&cs[0], Severity::Low, SignatureState::Invalid, "read")])
+        .await
+        .unwrap();
+    db.record_trap_events(&[hit(
+        &cs[0],
+        Severity::Critical,
+        SignatureState::Valid,
+        "trade",
+    )])
+    .await
+    .unwrap();
+    let mut dispatched = 0;
+    loop {
+        let n = db.dispatch_webhook_events(1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        dispatched += n;
+    }
+    // The canary and the store incident both escalate.
+    assert_eq!(dispatched, 4, "four events, one per fan-out call");
+    assert_eq!(
+        db.dispatch_webhook_events(100).await.unwrap(),
+        0,
+        "marked dispatched"
+    );
+
+    let types = |ms: Vec<WebhookMessage>| {
+        let mut v: Vec<String> = ms.into_iter().map(|m| m.event_type).collect();
+        v.sort();
+        v
+    };
+    let msgs = |id| db.list_webhook_messages(t.id, id, Page::default());
+    assert_eq!(
+        types(msgs(all.id).await.unwrap()),
+        vec![
+            "incident.escalated",
+            "incident.escalated",
+            "incident.opened",
+            "store.compromised"
+        ]
+    );
+    assert_eq!(
+        types(msgs(critical_only.id).await.unwrap()),
+        vec!["incident.escalated", "incident.escalated"]
+    );
+    assert!(msgs(other_store.id).await.unwrap().is_empty());
+    assert!(msgs(kraken.id).await.unwrap().is_empty());
+    assert_eq!(
+        types(msgs(this_store.id).await.unwrap()),
+        vec!["store.compromised"]
+    );
+    assert!(msgs(disabled.id).await.unwrap().is_empty());
+    assert!(db
+        .list_webhook_messages(stranger.id, foreign.id, Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let m = &msgs(all.id).await.unwrap()[0];
+    assert_eq!(m.status, MessageStatus::Pending);
+    assert_eq!(m.webhook_id, webhook_id(m.id));
+    assert!(m.incident_id.is_some() && m.hit_id.is_some() && m.event_id.is_some());
+    let hit = db.get_hit(t.id, m.hit_id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(hit.canary_id, cs[0].id);
+    assert_eq!(db.get_hit(stranger.id, hit.id).await.unwrap(), None);
+}
+
+pub async fn webhook_claims_lease_retry_and_dead_letter(db: &dyn Database) {
+    let t = tenant(db, "wh-claim").await;
+    let e = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://a.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    let e2 = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://b.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    let stranger = tenant(db, "wh-claim-2").await;
+    let queue = |ep: Uuid, tenant: Uuid| {
+        db.enqueue_webhook_message(
+            NewWebhookMessage {
+                id: Uuid::now_v7(),
+                tenant_id: tenant,
+                endpoint_id: ep,
+                event_type: TEST_EVENT.into(),
+                payload: json!({}),
+                at: Utc::now(),
+            },
+            audit(tenant, "webhook.test"),
+        )
+    };
+    assert!(matches!(
+        queue(e.id, stranger.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let m1 = queue(e.id, t.id).await.unwrap();
+    let m2 = queue(e.id, t.id).await.unwrap();
+    let m3 = queue(e2.id, t.id).await.unwrap();
+    let now = Utc::now() + Duration::seconds(1);
+
+    // The per-endpoint cap and exclusions.
+    let mut req = claim("w1", now);
+    req.per_endpoint = 1;
+    let got = db.claim_webhook_messages(&req).await.unwrap();
+    assert_eq!(got.len(), 2, "one per endpoint");
+    assert!(got
+        .iter()
+        .any(|c| c.message.id == m1.id && c.endpoint.id == e.id));
+    assert!(got
+        .iter()
+        .any(|c| c.message.id == m3.id && c.endpoint.id == e2.id));
+    // Leased messages are not claimed again; the next one of e is.
+    let mut req2 = claim("w2", now);
+    req2.exclude_endpoints = vec![e2.id];
+    let got2 = db.claim_webhook_messages(&req2).await.unwrap();
+    assert_eq!(
+        got2.iter().map(|c| c.message.id).collect::<Vec<_>>(),
+        vec![m2.id]
+    );
+    assert!(db
+        .claim_webhook_messages(&claim("w3", now))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A stale owner cannot complete; the holder can, and a retry is due later.
+    assert!(!db
+        .complete_webhook_attempt(&attempt_result(&m1, "w2", 1, 503, MessageNext::Dead))
+        .await
+        .unwrap());
+    let later = now + Duration::seconds(60);
+    assert!(db
+        .complete_webhook_attempt(&attempt_result(
+            &m1,
+            "w1",
+            1,
+            503,
+            MessageNext::RetryAt(later)
+        ))
+        .await
+        .unwrap());
+    let ep = db.get_webhook_endpoint(t.id, e.id).await.unwrap().unwrap();
+    assert!(ep.failing_since.is_some(), "a failure starts the clock");
+    assert!(db
+        .claim_webhook_messages(&claim("w3", now))
+        .await
+        .unwrap()
+        .is_empty());
+    let retried = db
+        .claim_webhook_messages(&claim("w3", later))
+        .await
+        .unwrap();
+    // m1 is due again; m2 and m3 are still leased (30 s) at `later`? No: the lease ran
+    // out after 30 s, so a crashed worker's messages come back too.
+    let mut ids: Vec<Uuid> = retried.iter().map(|c| c.message.id).collect();
+    ids.sort();
+    let mut want = vec![m1.id, m2.id, m3.id];
+    want.sort();
+    assert_eq!(ids, want, "due retry and expired leases are claimable");
+    let m1c = retried.iter().find(|c| c.message.id == m1.id).unwrap();
+    assert_eq!(m1c.message.attempts, 1);
+    assert_eq!(m1c.message.webhook_id, m1.webhook_id, "stable webhook-id");
+    assert_eq!(
+        m1c.message.body.as_deref(),
+        Some(format!("body of {}", m1.webhook_id).as_str())
+    );
+    // Changing the endpoint drops the kept bodies of undelivered messages (re-rendered).
+    db.update_webhook_endpoint(&e, audit(t.id, "webhook.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.get_webhook_message(t.id, m1.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        None
+    );
+    // The old holder's lease is gone.
+    assert!(!db
+        .complete_webhook_attempt(&attempt_result(&m2, "w2", 1, 200, MessageNext::Delivered))
+        .await
+        .unwrap());
+    assert!(db
+        .complete_webhook_attempt(&attempt_result(&m1, "w3", 2, 200, MessageNext::Delivered))
+        .await
+        .unwrap());
+    let ep = db.get_webhook_endpoint(t.id, e.id).await.unwrap().unwrap();
+    assert!(ep.failing_since.is_none(), "a success resets the clock");
+    let mut dead = attempt_result(&m2, "w3", 1, 410, MessageNext::Dead);
+    dead.disable_endpoint = Some("gone".into());
+    assert!(db.complete_webhook_attempt(&dead).await.unwrap());
+    let ep = db.get_webhook_endpoint(t.id, e.id).await.unwrap().unwrap();
+    assert!(!ep.enabled && ep.disabled_reason.as_deref() == Some("gone"));
+
+    let attempts = db
+        .list_webhook_attempts(t.id, &[m1.id, m2.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.message_id, a.attempt, a.status_code))
+            .collect::<Vec<_>>(),
+        {
+            let mut v = vec![
+                (m1.id, 1, Some(503)),
+                (m1.id, 2, Some(200)),
+                (m2.id, 1, Some(410)),
+            ];
+            v.sort();
+            v
+        }
+    );
+    assert!(db
+        .list_webhook_attempts(stranger.id, &[m1.id])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Dead letters are retried by API, delivered ones are not.
+    assert!(matches!(
+        db.retry_webhook_message(t.id, m1.id, Utc::now(), audit(t.id, "delivery.retry"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.retry_webhook_message(
+            stranger.id,
+            m2.id,
+            Utc::now(),
+            audit(stranger.id, "delivery.retry")
+        )
+        .await,
+        Err(StoreError::NotFound)
+    ));
+    let back = db
+        .retry_webhook_message(t.id, m2.id, Utc::now(), audit(t.id, "delivery.retry"))
+        .await
+        .unwrap();
+    assert_eq!((back.status, back.attempts), (MessageStatus::Pending, 0));
+    // Not claimable while its endpoint is disabled; claimable once enabled.
+    let far = Utc::now() + Duration::hours(1);
+    assert!(!db
+        .claim_webhook_messages(&claim("w4", far))
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.message.id == m2.id));
+    db.set_webhook_endpoint_enabled(t.id, e.id, true, None, audit(t.id, "webhook.enable"))
+        .await
+        .unwrap();
+    assert!(db
+        .claim_webhook_messages(&claim("w4", far))
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.message.id == m2.id));
+    // A group commit stores what its owner holds and skips the rest.
+    assert_eq!(
+        db.complete_webhook_attempts(&[
+            attempt_result(&m2, "w4", 1, 200, MessageNext::Delivered),
+            attempt_result(&m3, "nobody", 1, 200, MessageNext::Delivered),
+        ])
+        .await
+        .unwrap(),
+        vec![true, false]
+    );
+    assert_eq!(
+        db.get_webhook_message(t.id, m2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        MessageStatus::Delivered
+    );
+    assert_eq!(
+        db.get_webhook_message(t.id, m1.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        MessageStatus::Delivered
+    );
+}
+
+// ==== webhooks (alerts) — end block.

@@ -10,6 +10,7 @@
 
 pub mod models;
 pub mod trap;
+pub mod webhooks;
 
 #[cfg(feature = "testsuite")]
 pub mod conformance;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 pub use models::*;
 pub use trap::*;
 use uuid::Uuid;
+pub use webhooks::*;
 
 /// Errors a backend reports. Handlers map `NotFound`/`Conflict` to 4xx; the rest is a 5xx
 /// that is logged with context and answered without internals.
@@ -159,4 +161,96 @@ pub trait Database: Send + Sync + 'static {
         audit: NewAudit,
     ) -> Result<Canary>;
     // ---- end placements
+    // ==== webhooks (alerts) — begin block. Endpoints, the delivery queue, attempts.
+
+    /// Registers an endpoint (enabled, secret version 1).
+    async fn create_webhook_endpoint(
+        &self,
+        endpoint: NewWebhookEndpoint,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint>;
+    async fn get_webhook_endpoint(&self, tenant: Uuid, id: Uuid)
+        -> Result<Option<WebhookEndpoint>>;
+    async fn list_webhook_endpoints(&self, tenant: Uuid) -> Result<Vec<WebhookEndpoint>>;
+    /// Stores the configuration fields of `endpoint` (url, format, filters, headers,
+    /// routing key); `NotFound` if it is not the tenant's.
+    async fn update_webhook_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint>;
+    /// Enables (clearing the reason and the failure clock) or disables with a reason.
+    async fn set_webhook_endpoint_enabled(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        enabled: bool,
+        reason: Option<&str>,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint>;
+    /// Makes `sealed` the current secret (version + 1); the old one stays valid for
+    /// signing until `previous_expires_at`.
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        sealed: &str,
+        previous_expires_at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<WebhookEndpoint>;
+    /// Deletes the endpoint with its messages and attempts.
+    async fn delete_webhook_endpoint(&self, tenant: Uuid, id: Uuid, audit: NewAudit) -> Result<()>;
+    /// Queues a message directly (`webhook.test`); the endpoint must be the tenant's.
+    async fn enqueue_webhook_message(
+        &self,
+        message: NewWebhookMessage,
+        audit: NewAudit,
+    ) -> Result<WebhookMessage>;
+    async fn get_webhook_message(&self, tenant: Uuid, id: Uuid) -> Result<Option<WebhookMessage>>;
+    /// An endpoint's messages, oldest first.
+    async fn list_webhook_messages(
+        &self,
+        tenant: Uuid,
+        endpoint: Uuid,
+        page: Page,
+    ) -> Result<Vec<WebhookMessage>>;
+    /// The attempts of these messages (of the tenant), by message then attempt number.
+    async fn list_webhook_attempts(
+        &self,
+        tenant: Uuid,
+        messages: &[Uuid],
+    ) -> Result<Vec<WebhookAttempt>>;
+    /// Puts a dead message back in the queue for a full new schedule; `Conflict` if it is
+    /// not dead.
+    async fn retry_webhook_message(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<WebhookMessage>;
+    /// Fan-out: up to `limit` undispatched events become one message per matching
+    /// enabled endpoint, in one transaction that also marks them dispatched. Returns the
+    /// number of events dispatched (0: nothing left).
+    async fn dispatch_webhook_events(&self, limit: u32) -> Result<u32>;
+    /// Leases due pending messages of enabled endpoints (never one leased by a live
+    /// claim); an expired lease is claimable again.
+    async fn claim_webhook_messages(&self, req: &ClaimRequest) -> Result<Vec<ClaimedMessage>>;
+    /// Stores an attempt and the message's next state; `false` (nothing stored) if the
+    /// lease is no longer `lease_owner`'s.
+    async fn complete_webhook_attempt(&self, result: &AttemptResult) -> Result<bool> {
+        Ok(self
+            .complete_webhook_attempts(std::slice::from_ref(result))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+    /// [`complete_webhook_attempt`](Self::complete_webhook_attempt) for several attempts in
+    /// one transaction (one durable commit for all: the worker's group commit).
+    async fn complete_webhook_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>>;
+    /// A hit by id (for rendering alerts).
+    async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>>;
+
+    // ==== webhooks (alerts) — end block.
 }

@@ -128,9 +128,20 @@ pub struct TrapState {
 impl TrapState {
     /// Builds the state and starts the group-commit writer on the current runtime.
     pub fn new(db: Arc<dyn Database>, keys: Keys, config: TrapConfig) -> Arc<TrapState> {
+        TrapState::with_alert_notify(db, keys, config, None)
+    }
+
+    /// Like [`new`](Self::new); `notify` is woken after each commit holding a hit (the
+    /// in-process alert worker).
+    pub fn with_alert_notify(
+        db: Arc<dyn Database>,
+        keys: Keys,
+        config: TrapConfig,
+        notify: Option<Arc<tokio::sync::Notify>>,
+    ) -> Arc<TrapState> {
         let emulators = registry().into_iter().map(|e| (e.exchange(), e)).collect();
         Arc::new(TrapState {
-            recorder: Recorder::spawn(db.clone()),
+            recorder: Recorder::spawn_with_notify(db.clone(), notify),
             db,
             keys,
             config,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keytrap_store::{Database, TrapEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 512;
@@ -53,9 +53,17 @@ pub struct Stats {
 impl Recorder {
     /// Starts the writer task on the current runtime.
     pub fn spawn(db: Arc<dyn Database>) -> Recorder {
+        Recorder::spawn_with_notify(db, None)
+    }
+
+    /// Like [`spawn`](Self::spawn); `notify` is woken after every commit (the alert
+    /// worker in the same process: a hit's events are in the outbox now). Commits of
+    /// unknown keys wake it too, so what follows an answer never differs between a
+    /// canary and an unknown key.
+    pub fn spawn_with_notify(db: Arc<dyn Database>, notify: Option<Arc<Notify>>) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(run(db, rx, stats.clone()));
+        tokio::spawn(run(db, rx, stats.clone(), notify));
         Recorder { tx, stats }
     }
 
@@ -78,7 +86,12 @@ impl Recorder {
     }
 }
 
-async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stats>) {
+async fn run(
+    db: Arc<dyn Database>,
+    mut rx: mpsc::Receiver<Job>,
+    stats: Arc<Stats>,
+    notify: Option<Arc<Notify>>,
+) {
     let mut events: Vec<TrapEvent> = Vec::with_capacity(MAX_BATCH);
     let mut waiters: Vec<oneshot::Sender<Commit>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -122,6 +135,9 @@ async fn run(db: Arc<dyn Database>, mut rx: mpsc::Receiver<Job>, stats: Arc<Stat
                     let _ = w.send(Commit { ok, batch: 1 });
                 }
             }
+        }
+        if let Some(n) = &notify {
+            n.notify_one();
         }
         events.clear();
     }

@@ -112,6 +112,14 @@ impl Format {
         }
     }
 
+    /// The `Content-Type` of its bodies.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Cloudevents => "application/cloudevents+json; charset=utf-8",
+            _ => "application/json",
+        }
+    }
+
     /// The URL to POST to: Discord's gets `wait=true` so a failure shows in the status
     /// (without it Discord answers 204 before validating the message).
     pub fn delivery_url(self, url: &Url) -> Url {
@@ -429,17 +437,15 @@ pub fn data(a: &Alert) -> Value {
 
 /// Renders `alert` in `format`.
 pub fn render(format: Format, a: &Alert, opts: &RenderOptions) -> Result<Rendered, RenderError> {
-    let (body, content_type) = match format {
-        Format::Standard => (standard(a), "application/json"),
-        Format::Cloudevents => (
-            cloudevents(a, opts),
-            "application/cloudevents+json; charset=utf-8",
-        ),
-        Format::Slack => (slack(a), "application/json"),
-        Format::Discord => (discord(a), "application/json"),
-        Format::Teams => (teams(a), "application/json"),
-        Format::Pagerduty => (pagerduty(a, opts)?, "application/json"),
+    let body = match format {
+        Format::Standard => standard(a),
+        Format::Cloudevents => cloudevents(a, opts),
+        Format::Slack => slack(a),
+        Format::Discord => discord(a),
+        Format::Teams => teams(a),
+        Format::Pagerduty => pagerduty(a, opts)?,
     };
+    let content_type = format.content_type();
     Ok(Rendered {
         // Serializing a Value cannot fail (string keys only).
         body: serde_json::to_vec(&body).unwrap_or_default(),

@@ -9,6 +9,7 @@
 //! | [`client`] | the delivery HTTP client: filtering resolver, no redirects, no proxies, timeout |
 //! | [`deliver`] | one attempt: signed POST with custom headers, recorded as an [`AttemptRecord`] |
 //! | [`retry`] | outcome classification, backoff with jitter, `Retry-After`, dead letters, disabling |
+//! | [`worker`] | the durable pipeline: fan-out from the outbox, leased claims, per-endpoint concurrency |
 //!
 //! # Plugging it in (worker loop)
 //!
@@ -47,6 +48,7 @@ pub mod format;
 pub mod retry;
 pub mod sign;
 pub mod ssrf;
+pub mod worker;
 
 pub use client::{ClientConfig, DeliveryClient};
 pub use deliver::{AttemptRecord, CustomHeaders, DeliveryRequest, ErrorKind};
@@ -54,3 +56,4 @@ pub use format::{render, Alert, EventType, Format, RenderError, RenderOptions, R
 pub use retry::{Next, Outcome, Schedule};
 pub use sign::{Secret, SecretCipher};
 pub use ssrf::{AddrPolicy, UrlPolicy};
+pub use worker::{Worker, WorkerConfig};

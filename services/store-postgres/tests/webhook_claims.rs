@@ -1,0 +1,113 @@
+//! Concurrent workers on one PostgreSQL queue: claims and fan-out never hand the same
+//! message or event to two of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use keytrap_store::*;
+use keytrap_store_postgres::testing;
+use serde_json::json;
+use uuid::Uuid;
+
+fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
+    NewAudit {
+        tenant_id: tenant,
+        actor_token_id: None,
+        action,
+        target_type: "test",
+        target_id: None,
+        details: json!({}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_share_a_message() {
+    let Some(db) = testing::fresh().await else {
+        return;
+    };
+    let db = Arc::new(db);
+    let t = db
+        .create_tenant("claims", false, audit(Uuid::nil(), "tenant.create"))
+        .await
+        .unwrap();
+    let mut endpoints = Vec::new();
+    for i in 0..4 {
+        let e = db
+            .create_webhook_endpoint(
+                NewWebhookEndpoint {
+                    id: Uuid::now_v7(),
+                    tenant_id: t.id,
+                    url: format!("https://h{i}.example.com/"),
+                    format: "standard".into(),
+                    events: vec![],
+                    min_severity: None,
+                    store_ids: vec![],
+                    exchanges: vec![],
+                    headers: Default::default(),
+                    routing_key: None,
+                    secret_sealed: "x".into(),
+                },
+                audit(t.id, "webhook.create"),
+            )
+            .await
+            .unwrap();
+        endpoints.push(e.id);
+    }
+    const N: usize = 400;
+    for i in 0..N {
+        db.enqueue_webhook_message(
+            NewWebhookMessage {
+                id: Uuid::now_v7(),
+                tenant_id: t.id,
+                endpoint_id: endpoints[i % endpoints.len()],
+                event_type: TEST_EVENT.into(),
+                payload: json!({}),
+                at: Utc::now(),
+            },
+            audit(t.id, "webhook.test"),
+        )
+        .await
+        .unwrap();
+    }
+    // Two claimers race in small batches until the queue is empty.
+    let claimer = |name: &'static str| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = db
+                    .claim_webhook_messages(&ClaimRequest {
+                        owner: name.into(),
+                        now: Utc::now(),
+                        lease: std::time::Duration::from_secs(600),
+                        limit: 7,
+                        per_endpoint: 3,
+                        exclude_endpoints: vec![],
+                    })
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|c| c.message.id));
+            }
+            mine
+        })
+    };
+    let (a, b) = (claimer("a"), claimer("b"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both claimers got work: {} / {}",
+        a.len(),
+        b.len()
+    );
+    let sa: HashSet<Uuid> = a.iter().copied().collect();
+    let sb: HashSet<Uuid> = b.iter().copied().collect();
+    assert_eq!(sa.len(), a.len(), "no message twice to one claimer");
+    assert_eq!(sb.len(), b.len());
+    assert!(sa.is_disjoint(&sb), "no message claimed by both");
+    assert_eq!(sa.len() + sb.len(), N, "every message claimed once");
+}

@@ -1,0 +1,288 @@
+//! Webhook endpoints, their delivery queue (one message per endpoint per event) and the
+//! attempts made for each message. The `events` table is the outbox; fan-out turns each
+//! undispatched event into messages in one transaction with marking it dispatched.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{Event, Severity};
+
+/// The events an endpoint gets when it names none.
+pub const DEFAULT_WEBHOOK_EVENTS: [&str; 3] =
+    ["incident.opened", "incident.escalated", "store.compromised"];
+
+/// The `webhook.test` event (always delivered to the endpoint it was queued for).
+pub const TEST_EVENT: &str = "webhook.test";
+
+/// Message states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Waiting for its first or next attempt.
+    Pending,
+    Delivered,
+    /// Out of attempts (or the endpoint answered 410); redeliverable by API.
+    Dead,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for MessageStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(MessageStatus::Pending),
+            "delivered" => Ok(MessageStatus::Delivered),
+            "dead" => Ok(MessageStatus::Dead),
+            _ => Err(format!("unknown message status {s:?}")),
+        }
+    }
+}
+
+/// A registered receiver with its filters. The sealed secrets are never serialized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookEndpoint {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub url: String,
+    /// `standard`, `cloudevents`, `slack`, `discord`, `teams`, `pagerduty`.
+    pub format: String,
+    /// Event types delivered; empty means [`DEFAULT_WEBHOOK_EVENTS`].
+    pub events: Vec<String>,
+    /// Only alerts at least this severe.
+    pub min_severity: Option<Severity>,
+    /// Only alerts about these stores (empty: all).
+    pub store_ids: Vec<Uuid>,
+    /// Only alerts about canaries of these exchanges (empty: all).
+    pub exchanges: Vec<String>,
+    /// Extra request headers (e.g. `Authorization` for the receiver).
+    pub headers: BTreeMap<String, String>,
+    /// PagerDuty routing key (never serialized; `has_routing_key` says if set).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub routing_key: Option<String>,
+    /// The current signing secret, sealed (`ks1.<version>...`).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub secret_sealed: String,
+    /// Version of the secret (1, then +1 per rotation).
+    pub secret_version: i32,
+    /// The secret before the last rotation, still signed with until `previous_expires_at`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub previous_secret_sealed: Option<String>,
+    pub previous_expires_at: Option<DateTime<Utc>>,
+    pub enabled: bool,
+    /// Why it was disabled: `api`, `gone` (410), `failing` (failing for 5 days).
+    pub disabled_reason: Option<String>,
+    /// First failure since the last success.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookEndpoint {
+    /// Whether `event` is one this endpoint wants (type, severity, store, exchange).
+    /// `webhook.test` is never fanned out from the outbox; it is queued directly.
+    pub fn matches(&self, event: &Event) -> bool {
+        let wanted = if self.events.is_empty() {
+            DEFAULT_WEBHOOK_EVENTS.contains(&event.event_type.as_str())
+        } else {
+            self.events.contains(&event.event_type)
+        };
+        if !wanted || event.event_type == TEST_EVENT || event.tenant_id != self.tenant_id {
+            return false;
+        }
+        let p = &event.payload;
+        if let Some(min) = self.min_severity {
+            let sev = p
+                .get("severity")
+                .and_then(|s| s.as_str())
+                .and_then(|s| s.parse::<Severity>().ok());
+            if sev.is_none_or(|s| s < min) {
+                return false;
+            }
+        }
+        if !self.store_ids.is_empty() {
+            let store = p
+                .get("store_id")
+                .and_then(|s| s.as_str())
+                .and_then(|s| s.parse::<Uuid>().ok());
+            if !store.is_some_and(|s| self.store_ids.contains(&s)) {
+                return false;
+            }
+        }
+        if !self.exchanges.is_empty() {
+            let ex = p.get("exchange").and_then(|s| s.as_str());
+            if !ex.is_some_and(|x| self.exchanges.iter().any(|e| e == x)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A new endpoint, as the API validated it.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEndpoint {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub url: String,
+    pub format: String,
+    pub events: Vec<String>,
+    pub min_severity: Option<Severity>,
+    pub store_ids: Vec<Uuid>,
+    pub exchanges: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub routing_key: Option<String>,
+    pub secret_sealed: String,
+}
+
+/// One alert for one endpoint. `webhook_id` is the `webhook-id` header, stable across
+/// retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookMessage {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub endpoint_id: Uuid,
+    /// The outbox event (none for `webhook.test`).
+    pub event_id: Option<Uuid>,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub incident_id: Option<Uuid>,
+    pub hit_id: Option<Uuid>,
+    /// The event's payload.
+    pub payload: serde_json::Value,
+    /// The body as first rendered, reused by every retry.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub body: Option<String>,
+    pub status: MessageStatus,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub lease_owner: Option<String>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When the event happened.
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A message queued directly (`webhook.test`).
+#[derive(Debug, Clone)]
+pub struct NewWebhookMessage {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// One delivery attempt as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAttempt {
+    pub id: Uuid,
+    pub message_id: Uuid,
+    /// 1-based.
+    pub attempt: i32,
+    /// `success`, `failure`, `gone`.
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub duration_ms: i64,
+    /// The first 20 kB of the response body.
+    pub response_excerpt: Option<String>,
+    pub response_truncated: bool,
+    pub error: Option<String>,
+    /// `blocked`, `timeout`, `connect`, `other`.
+    pub error_kind: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What follows an attempt for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageNext {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Dead,
+}
+
+/// The worker's report of one attempt: stored with the message's next state, in one
+/// transaction, only if the worker still holds the lease.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub message_id: Uuid,
+    pub lease_owner: String,
+    /// The rendered body, kept on the first attempt for the retries.
+    pub body: Option<String>,
+    pub attempt: WebhookAttempt,
+    pub next: MessageNext,
+    /// `true`: success resets the endpoint's failure clock, otherwise it starts it.
+    pub success: bool,
+    /// Disable the endpoint with this reason (`gone`, `failing`).
+    pub disable_endpoint: Option<String>,
+}
+
+/// What to claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub owner: String,
+    pub now: DateTime<Utc>,
+    /// How long the claim holds before another worker may take the message.
+    pub lease: Duration,
+    pub limit: u32,
+    /// Most messages of one endpoint in one claim.
+    pub per_endpoint: u32,
+    /// Endpoints not to claim for (the worker's saturated ones).
+    pub exclude_endpoints: Vec<Uuid>,
+}
+
+/// A claimed message with its endpoint.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub message: WebhookMessage,
+    pub endpoint: WebhookEndpoint,
+}
+
+/// The `webhook-id` of a message: stable, derived from its row id.
+pub fn webhook_id(message_id: Uuid) -> String {
+    format!("msg_{}", message_id.simple())
+}
+
+/// A chrono duration from a std one, saturating at a day (leases are short).
+pub fn lease_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1))
+}
+
+/// Reads a list column stored as JSON text.
+pub fn json_list<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, crate::StoreError> {
+    serde_json::from_str(s).map_err(|e| crate::StoreError::Corrupt(format!("webhook column: {e}")))
+}
+
+/// JSON text of a list or map column (SQLite stores them as text).
+pub trait ToJsonText {
+    fn to_json_text(&self) -> String;
+}
+
+impl<T: Serialize> ToJsonText for T {
+    fn to_json_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+    }
+}
