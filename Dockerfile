@@ -18,6 +18,7 @@ WORKDIR /src
 # Only what the workspace needs to build (see .dockerignore).
 COPY Cargo.toml Cargo.lock ./
 COPY services ./services
+COPY sdk ./sdk
 COPY migrations ./migrations
 # Cache mounts keep the registry and target directory between builds; the binary is copied
 # out of the mount in the same step because mounts are not part of the layer.

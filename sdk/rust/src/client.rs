@@ -239,6 +239,102 @@ pub struct PlacementFilter {
     pub limit: Option<u32>,
 }
 
+/// A webhook endpoint as the API shows it (never its secret or header values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub url: String,
+    /// `standard`, `cloudevents`, `slack`, `discord`, `teams` or `pagerduty`.
+    pub format: String,
+    /// Subscribed events; empty means the three incident events.
+    pub events: Vec<String>,
+    pub min_severity: Option<String>,
+    pub store_ids: Vec<Uuid>,
+    pub exchanges: Vec<String>,
+    pub header_names: Vec<String>,
+    pub has_routing_key: bool,
+    pub secret_version: i32,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub enabled: bool,
+    /// `api`, `gone` (the receiver answered 410), `failing` (5 days without success).
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/webhooks`. Only `url` is required.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewWebhook {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// `low`, `high` or `critical`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub store_ids: Vec<Uuid>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<String>,
+    /// Extra request headers for the receiver (e.g. `Authorization`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// PagerDuty Events API v2 integration key (required for `pagerduty`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+}
+
+/// A created endpoint: its id and its `whsec_` signing secret, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookCreated {
+    pub id: Uuid,
+    pub secret: String,
+}
+
+/// A rotated secret: the new `whsec_` secret (shown once) and the endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretRotated {
+    pub secret: String,
+    pub webhook: Webhook,
+}
+
+/// A queued test message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestQueued {
+    pub message_id: Uuid,
+    /// The `webhook-id` header the receiver will see.
+    pub webhook_id: String,
+}
+
+/// One alert for an endpoint, with every delivery attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub incident_id: Option<Uuid>,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    /// Empty in the answer to [`Client::retry_delivery`].
+    #[serde(default)]
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub attempt: i32,
+    /// `success`, `failure` or `gone`.
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub duration_ms: i64,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
 /// A rendered canary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rendered {
@@ -591,6 +687,110 @@ impl Client {
     pub async fn resolve_incident(&self, id: Uuid) -> Result<Incident, Error> {
         self.post(
             &format!("v1/incidents/{id}/resolve"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    // ---- webhooks (admin scope)
+
+    /// Registers a webhook endpoint; the answer holds its signing secret, shown once.
+    pub async fn create_webhook(&self, w: &NewWebhook) -> Result<WebhookCreated, Error> {
+        self.post("v1/webhooks", w).await
+    }
+
+    /// Every endpoint of the tenant.
+    pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, Error> {
+        #[derive(Deserialize)]
+        struct L {
+            webhooks: Vec<Webhook>,
+        }
+        Ok(self.get::<L>("v1/webhooks", &[]).await?.webhooks)
+    }
+
+    /// An endpoint by id.
+    pub async fn get_webhook(&self, id: Uuid) -> Result<Webhook, Error> {
+        self.get(&format!("v1/webhooks/{id}"), &[]).await
+    }
+
+    /// Stops deliveries to an endpoint (messages wait until it is enabled again).
+    pub async fn disable_webhook(&self, id: Uuid) -> Result<Webhook, Error> {
+        self.post(&format!("v1/webhooks/{id}/disable"), &serde_json::json!({}))
+            .await
+    }
+
+    /// Enables an endpoint again (also after a 410 or 5 days of failures).
+    pub async fn enable_webhook(&self, id: Uuid) -> Result<Webhook, Error> {
+        self.post(&format!("v1/webhooks/{id}/enable"), &serde_json::json!({}))
+            .await
+    }
+
+    /// Deletes an endpoint.
+    pub async fn delete_webhook(&self, id: Uuid) -> Result<(), Error> {
+        let resp = self
+            .http
+            .delete(self.url(&format!("v1/webhooks/{id}"))?)
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await?;
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Error::Api {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            },
+            Err(_) => Error::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            },
+        })
+    }
+
+    /// A new signing secret; the previous one keeps signing for `overlap` (default 24 h).
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: Uuid,
+        overlap: Option<Duration>,
+    ) -> Result<SecretRotated, Error> {
+        let mut q = Vec::new();
+        push(&mut q, "overlap_secs", overlap.map(|d| d.as_secs()));
+        self.send(
+            self.http
+                .post(self.url(&format!("v1/webhooks/{id}/rotate"))?)
+                .query(&q)
+                .json(&serde_json::json!({})),
+        )
+        .await
+    }
+
+    /// Queues a `webhook.test` message to the endpoint.
+    pub async fn test_webhook(&self, id: Uuid) -> Result<TestQueued, Error> {
+        self.post(&format!("v1/webhooks/{id}/test"), &serde_json::json!({}))
+            .await
+    }
+
+    /// The endpoint's messages (one page), each with every attempt.
+    pub async fn list_deliveries(&self, id: Uuid) -> Result<Vec<Delivery>, Error> {
+        #[derive(Deserialize)]
+        struct L {
+            deliveries: Vec<Delivery>,
+        }
+        Ok(self
+            .get::<L>(&format!("v1/webhooks/{id}/deliveries"), &[])
+            .await?
+            .deliveries)
+    }
+
+    /// Queues a dead-lettered message again.
+    pub async fn retry_delivery(&self, message_id: Uuid) -> Result<Delivery, Error> {
+        self.post(
+            &format!("v1/deliveries/{message_id}/retry"),
             &serde_json::json!({}),
         )
         .await

@@ -30,9 +30,10 @@ mod detect;
 pub mod webhook;
 
 pub use client::{
-    Canary, CanaryFilter, Client, Credentials, DetectionKeyInfo, Error, Hit, HitFilter, Incident,
-    IncidentFilter, MintRequest, NewPlacement, NewStore, Placement, PlacementFilter, Rendered,
-    Store,
+    Canary, CanaryFilter, Client, Credentials, Delivery, DeliveryAttempt, DetectionKeyInfo, Error,
+    Hit, HitFilter, Incident, IncidentFilter, MintRequest, NewPlacement, NewStore, NewWebhook,
+    Placement, PlacementFilter, Rendered, SecretRotated, Store, TestQueued, Webhook,
+    WebhookCreated,
 };
 pub use detect::Detector;
 pub use keytrap_core::render::{ColumnMapping, RenderSpec, SqlDialect, Template};

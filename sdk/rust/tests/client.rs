@@ -24,10 +24,10 @@ async fn server() -> Server {
         db: Arc::new(tmp.db.clone()),
         webhooks: keytrap_api::webhooks::WebhookSettings::new(
             &MasterKey::from_bytes([9; 32]).keys(),
-            keytrap_webhooks::AddrPolicy::strict(),
+            // Loopback receivers are allowed here, as KEYTRAP_WEBHOOK_ALLOW_CIDRS would.
+            keytrap_webhooks::AddrPolicy::parse_allow_list("127.0.0.0/8").unwrap(),
             false,
         ),
-
         keys: MasterKey::from_bytes([9; 32]).keys(),
         key_version: 1,
     };
@@ -228,4 +228,68 @@ async fn client_covers_stores_canaries_render_placements_and_errors() {
         dead.list_stores(None, None).await.unwrap_err(),
         keytrap_sdk::Error::Http(_)
     ));
+}
+
+#[tokio::test]
+async fn client_manages_webhook_endpoints() {
+    use keytrap_sdk::{Client, NewWebhook};
+    let s = server().await;
+    let c = Client::new(&s.url, &s.admin).unwrap();
+    let created = c
+        .create_webhook(&NewWebhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            format: Some("slack".into()),
+            headers: [(
+                "Authorization".to_string(),
+                "Bearer receiver-secret".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(created.secret.starts_with("whsec_"), "{}", created.secret);
+    let w = c.get_webhook(created.id).await.unwrap();
+    assert_eq!((w.format.as_str(), w.enabled), ("slack", true));
+    assert!(
+        w.header_names
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("authorization")),
+        "{:?}",
+        w.header_names
+    );
+    assert_eq!(c.list_webhooks().await.unwrap().len(), 1);
+
+    // Refused with the API's own error: an internal address outside the allow-list.
+    let e = c
+        .create_webhook(&NewWebhook {
+            url: "http://169.254.169.254/latest".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, keytrap_sdk::Error::Api { status: 400, .. }),
+        "{e}"
+    );
+
+    let queued = c.test_webhook(created.id).await.unwrap();
+    let deliveries = c.list_deliveries(created.id).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].webhook_id, queued.webhook_id);
+    assert_eq!(deliveries[0].event_type, "webhook.test");
+
+    assert!(!c.disable_webhook(created.id).await.unwrap().enabled);
+    assert!(c.enable_webhook(created.id).await.unwrap().enabled);
+    let rotated = c
+        .rotate_webhook_secret(created.id, Some(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_ne!(rotated.secret, created.secret);
+    assert_eq!(rotated.webhook.secret_version, 2);
+    assert!(rotated.webhook.previous_secret_expires_at.is_some());
+
+    c.delete_webhook(created.id).await.unwrap();
+    let gone = c.get_webhook(created.id).await.unwrap_err();
+    assert_eq!(gone.code(), Some("not_found"), "{gone}");
 }

@@ -1106,7 +1106,7 @@ async fn webhooks_lifecycle(app: App) {
     );
     let (s, v) = app.post(&retry, &app.admin, json!({})).await;
     assert_eq!(
-        (s, v["status"].as_str(), v["attempts"].as_i64()),
+        (s, v["status"].as_str(), v["attempt_count"].as_i64()),
         (StatusCode::OK, Some("pending"), Some(0)),
         "{v}"
     );

@@ -171,6 +171,8 @@ pub struct WebhookMessage {
     #[schema(ignore)]
     pub body: Option<String>,
     pub status: MessageStatus,
+    /// Attempts made so far (named so in JSON: a delivery view also lists the attempts).
+    #[serde(rename = "attempt_count")]
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     #[serde(skip)]
