@@ -152,24 +152,17 @@ impl TrapState {
         })
     }
 
-    /// Records `event` through the group commit, then holds the answer as long as
-    /// [`stealth`] says, so that canary hits and unknown keys answer alike at idle.
+    /// Records `event` through the group commit; notes in `pace` whether the request
+    /// committed alone (idle), so [`handle`] can hold its answer (see [`stealth`]).
     /// `true` once the event is durably committed.
-    async fn record(&self, event: TrapEvent, started: Instant) -> bool {
+    async fn record(&self, event: TrapEvent, pace: &mut Pace) -> bool {
         let is_hit = matches!(event, TrapEvent::Hit(_));
         let commit = self.recorder.record(event).await;
-        let took = started.elapsed();
         // Idle means this request alone: its own commit and nothing else in flight. Under
         // load nothing is held (and nothing learned), so holds cannot feed on themselves.
-        let alone =
+        pace.alone =
             commit.batch == 1 && self.in_flight.load(std::sync::atomic::Ordering::Relaxed) <= 1;
-        let batch = if alone { 1 } else { commit.batch.max(2) };
-        if is_hit && commit.ok && alone {
-            self.equalizer.observe_hit(took);
-        }
-        if let Some(hold) = self.equalizer.hold(took, batch) {
-            tokio::time::sleep(hold).await;
-        }
+        pace.learn = is_hit && commit.ok && pace.alone;
         commit.ok
     }
 
@@ -384,9 +377,35 @@ async fn read_request(
     ))
 }
 
+/// What [`TrapState::record`] learned about a request, for holding its answer.
+#[derive(Default)]
+struct Pace {
+    /// Committed alone with nothing else in flight: hold the answer to the floor.
+    alone: bool,
+    /// A canary hit that committed alone: its time teaches the floor.
+    learn: bool,
+}
+
+/// Answers a trap request. The hold comes last, after the answer is built, so that
+/// whatever a canary's answer costs after its commit is inside the equalised time too.
 async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Response {
     let started = Instant::now();
-    let (req, emu) = match read_request(&st, req).await {
+    let mut pace = Pace::default();
+    let resp = answer(&st, req, &mut pace).await;
+    if pace.alone {
+        let took = started.elapsed();
+        if pace.learn {
+            st.equalizer.observe_hit(took);
+        }
+        if let Some(hold) = st.equalizer.hold(took, 1) {
+            tokio::time::sleep(hold).await;
+        }
+    }
+    resp
+}
+
+async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Response {
+    let (req, emu) = match read_request(st, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -400,7 +419,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     let _busy = st.busy();
     let exchange = req.exchange;
     if !matches_key_format(exchange, &key) {
-        let ok = st.record(unknown(&req, &key, true), started).await;
+        let ok = st.record(unknown(&req, &key, true), pace).await;
         return emu.reject(
             &req,
             if ok {
@@ -436,7 +455,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     let mut sig = emu.check_signature(&req, &creds);
 
     let Some(canary) = canary else {
-        let ok = st.record(unknown(&req, &key, false), started).await;
+        let ok = st.record(unknown(&req, &key, false), pace).await;
         return emu.reject(
             &req,
             if ok {
@@ -494,7 +513,7 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
         severity: severity(signature_state, action.class),
         received_at: req.received_at,
     };
-    if !st.record(TrapEvent::Hit(Box::new(hit)), started).await {
+    if !st.record(TrapEvent::Hit(Box::new(hit)), pace).await {
         return emu.reject(&req, Rejection::Unavailable);
     }
     if let Some(resp) = public {

@@ -8,8 +8,8 @@
 //! canaries from unknown keys.
 //!
 //! So every authenticated answer whose commit held it alone is held until a floor: the
-//! 98th percentile of the processing time of recent canary hits that committed alone
-//! (10 ms until enough have been seen, at most 50 ms). Both kinds are then answered at
+//! 98th percentile of the processing time of recent canary hits that committed alone, plus
+//! 1 ms, at least 3 ms (10 ms until enough have been seen, at most 50 ms). Both kinds are then answered at
 //! the same moment after arrival; requests slower than the floor go out at once. Shared
 //! commits (load) are never held, so this costs no throughput.
 
@@ -22,6 +22,10 @@ use std::time::Duration;
 const INITIAL_FLOOR: Duration = Duration::from_millis(10);
 /// Largest floor, whatever the samples say (a stalled disk must not stall every answer).
 const MAX_FLOOR: Duration = Duration::from_millis(50);
+/// Smallest floor, and the margin above the learned percentile: both kinds must be held
+/// nearly always, or the difference shows again in the requests that are not.
+const MIN_FLOOR: Duration = Duration::from_millis(3);
+const MARGIN: Duration = Duration::from_millis(1);
 const MIN_SAMPLES: usize = 32;
 const WINDOW: usize = 128;
 
@@ -65,8 +69,8 @@ impl Equalizer {
         let mut sorted: Vec<u64> = s.iter().copied().collect();
         sorted.sort_unstable();
         let p98 = sorted[(sorted.len() * 98 / 100).min(sorted.len() - 1)];
-        self.floor_us
-            .store(p98.min(micros(MAX_FLOOR)), Ordering::Relaxed);
+        let floor = (p98 + micros(MARGIN)).clamp(micros(MIN_FLOOR), micros(MAX_FLOOR));
+        self.floor_us.store(floor, Ordering::Relaxed);
     }
 
     /// How long to hold an answer that took `took` so far and whose commit held `batch`
@@ -104,8 +108,13 @@ mod tests {
         for i in 0..100u64 {
             e.observe_hit(Duration::from_micros(1_000 + i * 10));
         }
-        // p98 of 1000..1990 µs.
-        assert_eq!(e.floor(), Duration::from_micros(1_980));
+        // p98 of 1000..1990 µs, plus the margin, but never under the minimum.
+        assert_eq!(e.floor(), MIN_FLOOR);
+        for i in 0..WINDOW as u64 {
+            e.observe_hit(Duration::from_micros(4_000 + i * 10));
+        }
+        // p98 of 4000..5270 µs is 5250 µs; plus 1 ms.
+        assert_eq!(e.floor(), Duration::from_micros(6_250));
         for _ in 0..WINDOW {
             e.observe_hit(Duration::from_secs(5));
         }
