@@ -391,6 +391,22 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// keytrap's `{"error":{code,message}}` answer as an [`Error`] (or the raw text, bounded).
+fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> Error {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => Error::Api {
+            status: status.as_u16(),
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => Error::Api {
+            status: status.as_u16(),
+            code: "http".into(),
+            message: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
+    }
+}
+
 fn push<T: ToString>(q: &mut Vec<(&'static str, String)>, k: &'static str, v: Option<T>) {
     if let Some(v) = v {
         q.push((k, v.to_string()));
@@ -440,18 +456,7 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => Error::Api {
-                    status: status.as_u16(),
-                    code: b.error.code,
-                    message: b.error.message,
-                },
-                Err(_) => Error::Api {
-                    status: status.as_u16(),
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-                },
-            });
+            return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
@@ -738,18 +743,7 @@ impl Client {
             return Ok(());
         }
         let bytes = resp.bytes().await?;
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => Error::Api {
-                status: status.as_u16(),
-                code: b.error.code,
-                message: b.error.message,
-            },
-            Err(_) => Error::Api {
-                status: status.as_u16(),
-                code: "http".into(),
-                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            },
-        })
+        Err(api_error(status, &bytes))
     }
 
     /// A new signing secret; the previous one keeps signing for `overlap` (default 24 h).
