@@ -9,9 +9,18 @@
 //!
 //! So every authenticated answer whose commit held it alone is held until a floor: the
 //! 98th percentile of the processing time of recent canary hits that committed alone, plus
-//! 1 ms, at least 3 ms (10 ms until enough have been seen, at most 50 ms). Both kinds are then answered at
-//! the same moment after arrival; requests slower than the floor go out at once. Shared
-//! commits (load) are never held, so this costs no throughput.
+//! 1 ms, at least 3 ms (10 ms until enough have been seen, at most 50 ms). Both kinds are
+//! then answered at the same moment after arrival; requests slower than the floor go out
+//! at once. Shared commits (load) are never held, so this costs no throughput.
+//!
+//! Two details matter as much as the floor (both measured by
+//! `services/keytrap/tests/timing.rs`, which failed without each):
+//! - a request is held to the floor as it was *before* its own sample is learned; a
+//!   canary whose own slow commit raised the floor it is held to would come out later
+//!   than unknown keys, whose times never teach the floor;
+//! - the hold ends by a precise sleep (the blocking pool's `nanosleep`), not tokio's
+//!   millisecond timer wheel, whose wake-up moment differed by 0.1-0.15 ms between the
+//!   two kinds.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
