@@ -14,6 +14,9 @@
 //! Run: `cargo run --release -p keytrap-bench -- mint`, `-- trap` or `-- alerts` (see
 //! docs/benchmarks.md).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod alerts;
 mod load;
 mod trap;

@@ -18,6 +18,7 @@ pub mod kucoin;
 pub mod lookup;
 pub mod market;
 pub mod okx;
+pub mod orders;
 pub mod recorder;
 pub mod stealth;
 #[cfg(test)]
@@ -120,6 +121,8 @@ pub struct TrapState {
     pub equalizer: stealth::Equalizer,
     /// Canary lookups by digest (see [`lookup`]).
     lookups: lookup::LookupCache,
+    /// Canaries' open orders, briefly (see [`orders`]).
+    open_orders: orders::OpenOrders,
     /// Authenticated requests being handled now: the trap is idle when only one is.
     in_flight: std::sync::atomic::AtomicUsize,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
@@ -147,6 +150,7 @@ impl TrapState {
             config,
             equalizer: stealth::Equalizer::default(),
             lookups: lookup::LookupCache::default(),
+            open_orders: orders::OpenOrders::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             emulators,
         })
@@ -539,6 +543,7 @@ async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Res
             let orders = DbOrderBook {
                 db: st.db.clone(),
                 canary: canary.id,
+                open: &st.open_orders,
             };
             let account = Account {
                 canary_id: canary.id,
@@ -569,10 +574,12 @@ fn unknown(req: &TrapRequest, key: &str, malformed: bool) -> TrapEvent {
     })
 }
 
-/// Orders remembered in the database, per canary.
-struct DbOrderBook {
+/// Orders remembered in the database, per canary; open orders read through
+/// [`orders::OpenOrders`].
+struct DbOrderBook<'a> {
     db: Arc<dyn Database>,
     canary: Uuid,
+    open: &'a orders::OpenOrders,
 }
 
 fn to_order(o: TrapOrder) -> Order {
@@ -590,7 +597,7 @@ fn to_order(o: TrapOrder) -> Order {
 }
 
 #[async_trait::async_trait]
-impl OrderBook for DbOrderBook {
+impl OrderBook for DbOrderBook<'_> {
     async fn place(&self, o: Order) -> Result<Order, String> {
         let row = TrapOrder {
             canary_id: self.canary,
@@ -604,7 +611,9 @@ impl OrderBook for DbOrderBook {
             status: o.status.clone(),
             created_at: o.created_at,
         };
-        self.db.put_order(&row).await.map_err(|e| e.to_string())?;
+        let put = self.db.put_order(&row).await;
+        self.open.invalidate(self.canary);
+        put.map_err(|e| e.to_string())?;
         Ok(to_order(row))
     }
 
@@ -625,24 +634,41 @@ impl OrderBook for DbOrderBook {
     }
 
     async fn cancel(&self, order_id: &str) -> Result<Option<Order>, String> {
-        self.db
-            .cancel_order(self.canary, order_id)
-            .await
+        let cancelled = self.db.cancel_order(self.canary, order_id).await;
+        self.open.invalidate(self.canary);
+        cancelled
             .map(|o| o.map(to_order))
             .map_err(|e| e.to_string())
     }
 }
 
-impl DbOrderBook {
+impl DbOrderBook<'_> {
     async fn list(&self, symbol: Option<&str>, open_only: bool) -> Result<Vec<Order>, String> {
-        let all = self
-            .db
-            .list_orders(self.canary, open_only)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(all
-            .into_iter()
-            .filter(|o| symbol.is_none_or(|s| o.symbol == s))
+        let keep = |o: &TrapOrder| symbol.is_none_or(|s| o.symbol == s);
+        if !open_only {
+            let all = self
+                .db
+                .list_orders(self.canary, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(all.into_iter().filter(keep).map(to_order).collect());
+        }
+        let open = match self.open.get(self.canary) {
+            Ok(cached) => cached,
+            Err(generation) => {
+                let read = self
+                    .db
+                    .list_orders(self.canary, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.open.put(self.canary, generation, read.clone());
+                Arc::new(read)
+            }
+        };
+        Ok(open
+            .iter()
+            .filter(|o| keep(o))
+            .cloned()
             .map(to_order)
             .collect())
     }

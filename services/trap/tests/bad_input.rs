@@ -3,7 +3,8 @@
 //! PostgreSQL: oversized bodies, huge queries and paths, invalid UTF-8, garbage and
 //! overlong keys, signatures and timestamps, wrong-typed JSON. No answer may be a 5xx
 //! (the database is healthy, so not even "unavailable"), nothing may panic, and every hit
-//! stored as evidence must be bounded and free of control characters.
+//! stored as evidence must be bounded and free of control characters. At the end, the
+//! order memory: what a canary's own order and cancel change, its next request sees.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -812,4 +813,105 @@ async fn postgres_bad_input_never_5xx_and_evidence_bounded() {
         return;
     };
     bad_input_never_5xx_and_evidence_bounded(env).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Order memory through the real database and the trap's open-order cache: what a
+// canary's own requests change, its next request sees at once.
+// ---------------------------------------------------------------------------------------
+
+async fn binance_json(
+    env: &Env,
+    method: Method,
+    path: &str,
+    params: &[(&str, &str)],
+) -> serde_json::Value {
+    let c = &env.creds[&Exchange::Binance];
+    let p: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    let case = binance_signed(c, method, path, &p);
+    let (status, body) = send(env, Exchange::Binance, &case).await.expect("sent");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("json")
+}
+
+fn usdt_locked(account: &serde_json::Value) -> f64 {
+    account["balances"]
+        .as_array()
+        .expect("balances")
+        .iter()
+        .find(|b| b["asset"] == "USDT")
+        .and_then(|b| b["locked"].as_str())
+        .and_then(|l| l.parse().ok())
+        .expect("USDT balance")
+}
+
+async fn open_btc(env: &Env) -> serde_json::Value {
+    binance_json(
+        env,
+        Method::GET,
+        "/api/v3/openOrders",
+        &[("symbol", "BTCUSDT")],
+    )
+    .await
+}
+
+async fn orders_placed_and_cancelled_show_at_once(env: Env) {
+    // Both reads fill the cache with "no open orders".
+    assert_eq!(open_btc(&env).await, json!([]));
+    let before = binance_json(&env, Method::GET, "/api/v3/account", &[]).await;
+    assert_eq!(usdt_locked(&before), 0.0);
+    let placed = binance_json(
+        &env,
+        Method::POST,
+        "/api/v3/order",
+        &[
+            ("symbol", "BTCUSDT"),
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", "0.01"),
+            ("price", "1000"),
+        ],
+    )
+    .await;
+    let id = placed["orderId"].to_string();
+    let listed = open_btc(&env).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["orderId"].to_string(), id);
+    let during = binance_json(&env, Method::GET, "/api/v3/account", &[]).await;
+    assert_eq!(usdt_locked(&during), 10.0, "{during}");
+    binance_json(
+        &env,
+        Method::DELETE,
+        "/api/v3/order",
+        &[("symbol", "BTCUSDT"), ("orderId", &id)],
+    )
+    .await;
+    assert_eq!(open_btc(&env).await, json!([]));
+    let after = binance_json(&env, Method::GET, "/api/v3/account", &[]).await;
+    assert_eq!(usdt_locked(&after), 0.0);
+}
+
+#[tokio::test]
+async fn sqlite_orders_placed_and_cancelled_show_at_once() {
+    let Some(env) = sqlite_env().await else {
+        return;
+    };
+    orders_placed_and_cancelled_show_at_once(env).await;
+}
+
+#[tokio::test]
+async fn postgres_orders_placed_and_cancelled_show_at_once() {
+    let Some(env) = postgres_env().await else {
+        return;
+    };
+    orders_placed_and_cancelled_show_at_once(env).await;
 }
