@@ -43,18 +43,24 @@ impl SqliteDatabase {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // No liveness ping before each acquire: the connections are in-process (a ping is
+        // one more hop to the connection's thread and back, on every group commit).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    .synchronous(SqliteSynchronous::Full),
+                    .synchronous(SqliteSynchronous::Full)
+                    // Batched statements differ by their row count; keep them prepared.
+                    .statement_cache_capacity(400),
             )
             .await
             .map_err(backend)?;
         MIGRATOR.run(&writer).await.map_err(backend)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(12)
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await
             .map_err(backend)?;
