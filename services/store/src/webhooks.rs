@@ -19,6 +19,66 @@ pub const DEFAULT_WEBHOOK_EVENTS: [&str; 3] =
 /// The `webhook.test` event (always delivered to the endpoint it was queued for).
 pub const TEST_EVENT: &str = "webhook.test";
 
+/// One event per hit, for endpoints that list it in `events` (never a default). Its
+/// outbox rows are written with the hit only while some enabled endpoint of the hit's
+/// tenant wants them ([`HitSubscribers`]), so the trap pays nothing otherwise.
+pub const HIT_RECORDED: &str = "hit.recorded";
+
+/// The payload of a `hit.recorded` outbox row (the worker joins the hit's evidence,
+/// the canary without its secret, the store and the incident when rendering).
+pub fn hit_event_payload(hit: &crate::Hit, incident: Uuid) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "hit",
+        "hit_id": hit.id,
+        "incident_id": incident,
+        "canary_id": hit.canary_id,
+        "store_id": hit.store_id,
+        "exchange": hit.exchange,
+        "severity": hit.severity,
+        "action_class": hit.action_class,
+        "source_ip": hit.source_ip,
+    })
+}
+
+/// The tenants with an enabled endpoint subscribed to [`HIT_RECORDED`], cached for the
+/// trap's recorder: re-read (one indexed query in the hit's transaction) at most every
+/// [`HitSubscribers::REFRESH`], and at once after an endpoint change made through this
+/// process. An endpoint created through another replica takes effect within that
+/// interval.
+#[derive(Debug, Default)]
+pub struct HitSubscribers {
+    state: std::sync::RwLock<Option<(std::time::Instant, std::sync::Arc<Vec<Uuid>>)>>,
+}
+
+impl HitSubscribers {
+    /// Longest a cached answer is used.
+    pub const REFRESH: Duration = Duration::from_secs(1);
+
+    /// The cached tenants, unless they must be read again.
+    pub fn cached(&self) -> Option<std::sync::Arc<Vec<Uuid>>> {
+        let g = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match &*g {
+            Some((at, t)) if at.elapsed() < Self::REFRESH => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stores a fresh answer and returns it.
+    pub fn set(&self, mut tenants: Vec<Uuid>) -> std::sync::Arc<Vec<Uuid>> {
+        tenants.sort();
+        tenants.dedup();
+        let t = std::sync::Arc::new(tenants);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), t.clone()));
+        t
+    }
+
+    /// Forgets the answer (an endpoint was created, changed, enabled or deleted).
+    pub fn invalidate(&self) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Message states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -240,6 +300,84 @@ pub struct AttemptResult {
     pub success: bool,
     /// Disable the endpoint with this reason (`gone`, `failing`).
     pub disable_endpoint: Option<String>,
+}
+
+/// What one group commit does to each endpoint it touches, folded in batch order: one
+/// update per endpoint then leaves it exactly as applying the attempts one by one would
+/// (a success clears the failure clock, a failure starts it if it is not running, a
+/// disable turns the endpoint off with the last reason given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointClocks {
+    changes: std::collections::BTreeMap<Uuid, EndpointChange>,
+}
+
+/// One endpoint's share of a group commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointChange {
+    /// A success was among the attempts: the clock restarts from `fail_at`.
+    pub reset: bool,
+    /// The first failure after the last success (or of the batch, without one).
+    pub fail_at: Option<DateTime<Utc>>,
+    /// Disable with this reason (the last one given).
+    pub disable: Option<String>,
+}
+
+impl EndpointChange {
+    /// The endpoint's `failing_since` after the batch, from the one before it.
+    pub fn failing_since(&self, before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if self.reset {
+            self.fail_at
+        } else {
+            before.or(self.fail_at)
+        }
+    }
+}
+
+impl EndpointClocks {
+    /// Folds in the stored attempt `r` of a message of `endpoint`.
+    pub fn apply(&mut self, endpoint: Uuid, r: &AttemptResult) {
+        let c = self.changes.entry(endpoint).or_default();
+        if r.success {
+            c.reset = true;
+            c.fail_at = None;
+        } else if c.fail_at.is_none() {
+            c.fail_at = Some(r.attempt.at);
+        }
+        if let Some(reason) = &r.disable_endpoint {
+            c.disable = Some(reason.clone());
+        }
+    }
+
+    /// Each touched endpoint's change, in endpoint id order (a stable lock order).
+    pub fn iter(&self) -> impl Iterator<Item = (Uuid, &EndpointChange)> {
+        self.changes.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Column arrays for a bulk update: ids, resets, first failures, disable reasons.
+    #[allow(clippy::type_complexity)]
+    pub fn columns(
+        &self,
+    ) -> (
+        Vec<Uuid>,
+        Vec<bool>,
+        Vec<Option<DateTime<Utc>>>,
+        Vec<Option<String>>,
+    ) {
+        let n = self.changes.len();
+        let (mut id, mut reset, mut fail, mut reason) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (k, c) in &self.changes {
+            id.push(*k);
+            reset.push(c.reset);
+            fail.push(c.fail_at);
+            reason.push(c.disable.clone());
+        }
+        (id, reset, fail, reason)
+    }
 }
 
 /// What to claim.
