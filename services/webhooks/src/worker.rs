@@ -479,7 +479,13 @@ impl Inner {
         let result = AttemptResult {
             message_id: message.id,
             lease_owner: self.cfg.owner.clone(),
-            body,
+            // Kept for the retries only: a message delivered at once is never sent again
+            // (and storing ~2 kB per alert is most of a group commit's work).
+            body: if msg_next == MessageNext::Delivered {
+                None
+            } else {
+                body
+            },
             attempt: WebhookAttempt {
                 id: Uuid::now_v7(),
                 message_id: message.id,
