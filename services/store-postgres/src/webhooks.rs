@@ -12,6 +12,13 @@ use uuid::Uuid;
 
 use crate::{backend, insert_audit, PgDatabase};
 
+// The bulk statements of fan-out, claims and group commits are sent unprepared
+// (`persistent(false)`): planned with their actual arrays every time. A cached generic
+// plan is frozen at the table sizes of its sixth run: on a young database (a few hundred
+// messages) it joined the attempts' arrays to the queue with a nested loop over every
+// pending row, 1 s for 256 rows once the queue held 20,000, and stayed so until
+// autovacuum's next ANALYZE. Planning costs well under a millisecond per batch.
+
 /// The channel workers `LISTEN` on: notified in the transaction of every hit batch that
 /// may have written events, and of every directly queued message.
 pub const WAKE_CHANNEL: &str = "keytrap_alerts";
@@ -537,6 +544,7 @@ impl PgDatabase {
             "SELECT * FROM events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1
              FOR UPDATE SKIP LOCKED",
         )
+        .persistent(false)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await
@@ -608,6 +616,7 @@ impl PgDatabase {
                    hit_id, payload, occurred_at)
                  ON CONFLICT DO NOTHING",
             )
+            .persistent(false)
             .bind(&m_id)
             .bind(&m_tenant)
             .bind(&m_endpoint)
@@ -624,6 +633,7 @@ impl PgDatabase {
             .map_err(backend)?;
         }
         sqlx::query("UPDATE events SET dispatched_at = $1 WHERE id = ANY($2)")
+            .persistent(false)
             .bind(at)
             .bind(&ids)
             .execute(&mut *tx)
@@ -674,6 +684,7 @@ impl PgDatabase {
         // is at worst as fresh as the claim.
         let mut messages: Vec<WebhookMessage> = q
             .build()
+            .persistent(false)
             .fetch_all(self.pool())
             .await
             .map_err(backend)?
@@ -744,6 +755,7 @@ impl PgDatabase {
              WHERE m.id = t.id AND m.lease_owner = t.owner AND m.status = 'pending'
              RETURNING m.id, m.endpoint_id",
         )
+        .persistent(false)
         .bind(&ids)
         .bind(&owners)
         .bind(&statuses)
@@ -808,6 +820,7 @@ impl PgDatabase {
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::int4[],
                    $6::int8[], $7::text[], $8::bool[], $9::text[], $10::text[], $11::timestamptz[])",
             )
+            .persistent(false)
             .bind(&a_id)
             .bind(&a_msg)
             .bind(&a_no)
@@ -833,6 +846,7 @@ impl PgDatabase {
                    AS t (id, reset, fail_at, reason)
                  WHERE e.id = t.id",
             )
+            .persistent(false)
             .bind(&e_id)
             .bind(&e_reset)
             .bind(&e_fail)
@@ -853,6 +867,7 @@ impl PgDatabase {
             "UPDATE webhook_messages SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
              WHERE id = ANY($2) AND lease_owner = $3 AND status = 'pending'",
         )
+        .persistent(false)
         .bind(now())
         .bind(ids)
         .bind(owner)
