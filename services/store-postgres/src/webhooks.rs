@@ -109,6 +109,10 @@ async fn notify<'c, E: sqlx::Executor<'c, Database = Postgres>>(exec: E) -> Resu
     Ok(())
 }
 
+/// The tenants with an enabled endpoint subscribed to `hit.recorded`.
+const HIT_SUBSCRIBERS: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints
+                     WHERE enabled AND events @> '[\"hit.recorded\"]'::jsonb";
+
 impl PgDatabase {
     /// A connection listening on [`WAKE_CHANNEL`]; each notification means "there may be
     /// alert work". The worker still polls in case the connection drops.
@@ -157,23 +161,43 @@ impl PgDatabase {
 
     /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
     /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
-    /// ([`HitSubscribers`]): the trap's transaction does no more than before.
+    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
+    /// no more than before.
     pub(crate) async fn insert_hit_events(
         &self,
         c: &mut sqlx::PgConnection,
         rows: &[(&Hit, Uuid)],
     ) -> Result<()> {
-        let tenants = match self.hit_subscribers.cached() {
-            Some(t) => t,
-            None => {
-                let t: Vec<Uuid> = sqlx::query_scalar(
-                    "SELECT DISTINCT tenant_id FROM webhook_endpoints
-                     WHERE enabled AND events @> '[\"hit.recorded\"]'::jsonb",
-                )
-                .fetch_all(&mut *c)
-                .await
-                .map_err(backend)?;
-                self.hit_subscribers.set(t)
+        let tenants = match self.hit_subscribers.lookup() {
+            HitLookup::Fresh(t) => t,
+            HitLookup::Stale { tenants, refresh } => {
+                // Never in the hit's transaction: a background read replaces it.
+                if let Some(generation) = refresh {
+                    let db = self.clone();
+                    tokio::spawn(async move {
+                        let read: std::result::Result<Vec<Uuid>, sqlx::Error> =
+                            sqlx::query_scalar(HIT_SUBSCRIBERS)
+                                .fetch_all(db.pool())
+                                .await;
+                        match read {
+                            Ok(t) => {
+                                db.hit_subscribers.set(generation, t);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
+                                db.hit_subscribers.refresh_failed();
+                            }
+                        }
+                    });
+                }
+                tenants
+            }
+            HitLookup::Missing(generation) => {
+                let t: Vec<Uuid> = sqlx::query_scalar(HIT_SUBSCRIBERS)
+                    .fetch_all(&mut *c)
+                    .await
+                    .map_err(backend)?;
+                self.hit_subscribers.set(generation, t)
             }
         };
         if tenants.is_empty() {

@@ -79,27 +79,51 @@ fn to_json<T: ToJsonText + ?Sized>(v: &T) -> String {
     v.to_json_text()
 }
 
+/// The tenants with an enabled endpoint subscribed to `hit.recorded`.
+const HIT_SUBSCRIBERS: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints
+                     WHERE enabled = 1 AND EXISTS
+                       (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = 'hit.recorded')";
+
 impl SqliteDatabase {
     /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
     /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
-    /// ([`HitSubscribers`]): the trap's transaction does no more than before.
+    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
+    /// no more than before.
     pub(crate) async fn insert_hit_events(
         &self,
         c: &mut sqlx::SqliteConnection,
         rows: &[(&Hit, Uuid)],
     ) -> Result<()> {
-        let tenants = match self.hit_subscribers.cached() {
-            Some(t) => t,
-            None => {
-                let t: Vec<Uuid> = sqlx::query_scalar(
-                    "SELECT DISTINCT tenant_id FROM webhook_endpoints
-                     WHERE enabled = 1 AND EXISTS
-                       (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = 'hit.recorded')",
-                )
-                .fetch_all(&mut *c)
-                .await
-                .map_err(backend)?;
-                self.hit_subscribers.set(t)
+        let tenants = match self.hit_subscribers.lookup() {
+            HitLookup::Fresh(t) => t,
+            HitLookup::Stale { tenants, refresh } => {
+                // Never in the hit's transaction: a background read replaces it.
+                if let Some(generation) = refresh {
+                    let db = self.clone();
+                    tokio::spawn(async move {
+                        let read: std::result::Result<Vec<Uuid>, sqlx::Error> =
+                            sqlx::query_scalar(HIT_SUBSCRIBERS)
+                                .fetch_all(db.reader())
+                                .await;
+                        match read {
+                            Ok(t) => {
+                                db.hit_subscribers.set(generation, t);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
+                                db.hit_subscribers.refresh_failed();
+                            }
+                        }
+                    });
+                }
+                tenants
+            }
+            HitLookup::Missing(generation) => {
+                let t: Vec<Uuid> = sqlx::query_scalar(HIT_SUBSCRIBERS)
+                    .fetch_all(&mut *c)
+                    .await
+                    .map_err(backend)?;
+                self.hit_subscribers.set(generation, t)
             }
         };
         if tenants.is_empty() {

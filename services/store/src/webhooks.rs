@@ -41,41 +41,117 @@ pub fn hit_event_payload(hit: &crate::Hit, incident: Uuid) -> serde_json::Value 
 }
 
 /// The tenants with an enabled endpoint subscribed to [`HIT_RECORDED`], cached for the
-/// trap's recorder: re-read (one indexed query in the hit's transaction) at most every
-/// [`HitSubscribers::REFRESH`], and at once after an endpoint change made through this
-/// process. An endpoint created through another replica takes effect within that
-/// interval.
-#[derive(Debug, Default)]
+/// trap's recorder so that its transaction never waits for them: an answer older than
+/// the refresh interval (1 s) is still used while one background read replaces it
+/// (stale-while-revalidate). Only with no answer at all (first use, or right after an
+/// endpoint change through this process, which invalidates it) is the read done in the
+/// hit's transaction. An endpoint created or enabled through another replica thus takes
+/// effect within about the refresh interval.
+#[derive(Debug)]
 pub struct HitSubscribers {
-    state: std::sync::RwLock<Option<(std::time::Instant, std::sync::Arc<Vec<Uuid>>)>>,
+    refresh: Duration,
+    state: std::sync::RwLock<HitState>,
+}
+
+#[derive(Debug, Default)]
+struct HitState {
+    /// Bumped by every invalidation: a read started before one is not kept.
+    generation: u64,
+    answer: Option<(std::time::Instant, std::sync::Arc<Vec<Uuid>>)>,
+    refreshing: bool,
+}
+
+/// What [`HitSubscribers::lookup`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HitLookup {
+    /// Use these tenants.
+    Fresh(std::sync::Arc<Vec<Uuid>>),
+    /// Use these tenants; with `Some(generation)` the caller must start the background
+    /// read and report it with [`HitSubscribers::set`] (or
+    /// [`HitSubscribers::refresh_failed`]).
+    Stale {
+        tenants: std::sync::Arc<Vec<Uuid>>,
+        refresh: Option<u64>,
+    },
+    /// Nothing known: read now (in the transaction) and [`HitSubscribers::set`] it.
+    Missing(u64),
+}
+
+impl Default for HitSubscribers {
+    fn default() -> Self {
+        HitSubscribers::with_refresh(Duration::from_secs(1))
+    }
 }
 
 impl HitSubscribers {
-    /// Longest a cached answer is used.
-    pub const REFRESH: Duration = Duration::from_secs(1);
-
-    /// The cached tenants, unless they must be read again.
-    pub fn cached(&self) -> Option<std::sync::Arc<Vec<Uuid>>> {
-        let g = self.state.read().unwrap_or_else(|e| e.into_inner());
-        match &*g {
-            Some((at, t)) if at.elapsed() < Self::REFRESH => Some(t.clone()),
-            _ => None,
+    /// A cache whose answers are refreshed after `refresh`.
+    pub fn with_refresh(refresh: Duration) -> Self {
+        HitSubscribers {
+            refresh,
+            state: Default::default(),
         }
     }
 
-    /// Stores a fresh answer and returns it.
-    pub fn set(&self, mut tenants: Vec<Uuid>) -> std::sync::Arc<Vec<Uuid>> {
+    /// The answer to use now, and whether a refresh must start.
+    pub fn lookup(&self) -> HitLookup {
+        {
+            let g = self.state.read().unwrap_or_else(|e| e.into_inner());
+            match &g.answer {
+                Some((at, t)) if at.elapsed() < self.refresh => return HitLookup::Fresh(t.clone()),
+                Some((_, t)) if g.refreshing => {
+                    return HitLookup::Stale {
+                        tenants: t.clone(),
+                        refresh: None,
+                    }
+                }
+                None => return HitLookup::Missing(g.generation),
+                Some(_) => {}
+            }
+        }
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let generation = g.generation;
+        match g.answer.clone() {
+            Some((at, t)) if at.elapsed() < self.refresh => HitLookup::Fresh(t),
+            Some((_, t)) => {
+                let refresh = (!g.refreshing).then_some(generation);
+                g.refreshing = true;
+                HitLookup::Stale {
+                    tenants: t,
+                    refresh,
+                }
+            }
+            None => HitLookup::Missing(generation),
+        }
+    }
+
+    /// Stores the tenants read for `generation` (dropped if an invalidation came since)
+    /// and returns them.
+    pub fn set(&self, generation: u64, mut tenants: Vec<Uuid>) -> std::sync::Arc<Vec<Uuid>> {
         tenants.sort();
         tenants.dedup();
         let t = std::sync::Arc::new(tenants);
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((std::time::Instant::now(), t.clone()));
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if g.generation == generation {
+            g.answer = Some((std::time::Instant::now(), t.clone()));
+        }
+        g.refreshing = false;
         t
     }
 
-    /// Forgets the answer (an endpoint was created, changed, enabled or deleted).
+    /// The background read failed: the next lookup after the interval tries again.
+    pub fn refresh_failed(&self) {
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .refreshing = false;
+    }
+
+    /// Forgets the answer (an endpoint was created, changed, enabled or deleted): the
+    /// next hit reads it again, in its transaction.
     pub fn invalidate(&self) {
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        g.generation += 1;
+        g.answer = None;
     }
 }
 
@@ -424,5 +500,72 @@ pub trait ToJsonText {
 impl<T: Serialize> ToJsonText for T {
     fn to_json_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_subscribers_refresh_in_the_background_and_respect_invalidation() {
+        let c = HitSubscribers::with_refresh(Duration::ZERO);
+        let HitLookup::Missing(g0) = c.lookup() else {
+            panic!("nothing known at first")
+        };
+        let t = Uuid::now_v7();
+        assert_eq!(*c.set(g0, vec![t, t]), vec![t]);
+        // Refresh interval zero: always stale; one caller refreshes, the others wait.
+        let HitLookup::Stale {
+            tenants,
+            refresh: Some(g1),
+        } = c.lookup()
+        else {
+            panic!("stale, refresh now")
+        };
+        assert_eq!(*tenants, vec![t]);
+        assert_eq!(
+            c.lookup(),
+            HitLookup::Stale {
+                tenants: tenants.clone(),
+                refresh: None
+            },
+            "one refresh at a time"
+        );
+        // An endpoint change lands while the background read runs: its older answer is
+        // not kept, and the next lookup reads in the transaction.
+        c.invalidate();
+        c.set(g1, vec![]);
+        let HitLookup::Missing(g2) = c.lookup() else {
+            panic!("invalidated")
+        };
+        assert_ne!(g1, g2);
+        c.set(g2, vec![]);
+        let HitLookup::Stale {
+            tenants,
+            refresh: Some(_),
+        } = c.lookup()
+        else {
+            panic!("refresh after the new answer")
+        };
+        assert!(tenants.is_empty());
+        c.refresh_failed();
+        assert!(matches!(
+            c.lookup(),
+            HitLookup::Stale {
+                refresh: Some(_),
+                ..
+            }
+        ));
+        // With a long interval the answer is fresh.
+        let long = HitSubscribers::default();
+        let HitLookup::Missing(g) = long.lookup() else {
+            panic!()
+        };
+        long.set(g, vec![t]);
+        assert_eq!(
+            long.lookup(),
+            HitLookup::Fresh(std::sync::Arc::new(vec![t]))
+        );
     }
 }
