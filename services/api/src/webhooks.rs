@@ -25,7 +25,12 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::AppState;
 
 /// Events an endpoint may subscribe to (`webhook.test` is always delivered).
-pub const SUBSCRIBABLE: [&str; 3] = ["incident.opened", "incident.escalated", "store.compromised"];
+pub const SUBSCRIBABLE: [&str; 4] = [
+    "incident.opened",
+    "incident.escalated",
+    "store.compromised",
+    "hit.recorded",
+];
 /// Default overlap during which the old secret still signs, after a rotation.
 pub const DEFAULT_OVERLAP_SECS: u64 = 24 * 3600;
 const MAX_OVERLAP_SECS: u64 = 7 * 24 * 3600;
@@ -108,7 +113,8 @@ pub struct CreateWebhook {
     pub url: String,
     /// `standard` (default), `cloudevents`, `slack`, `discord`, `teams`, `pagerduty`.
     pub format: Option<String>,
-    /// Default: `incident.opened`, `incident.escalated`, `store.compromised`.
+    /// Default: `incident.opened`, `incident.escalated`, `store.compromised`. Also
+    /// `hit.recorded` (one alert per hit; only when listed here).
     #[serde(default)]
     pub events: Vec<String>,
     pub min_severity: Option<Severity>,

@@ -985,6 +985,51 @@ async fn webhooks_lifecycle(app: App) {
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
     assert!(!list.to_string().contains(&secret));
 
+    // hit.recorded is subscribable (never a default), alone or with others.
+    let (s, v) = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            json!({"url": "http://127.0.0.1:9/hits", "events": ["incident.opened", "hit.recorded"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["webhook"]["events"],
+        json!(["hit.recorded", "incident.opened"])
+    );
+    let hits_path = format!("/v1/webhooks/{}", v["id"].as_str().unwrap());
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &hits_path,
+            Some(&app.admin),
+            Some(json!({"events": ["hit.recorded"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["events"]),
+        (StatusCode::OK, &json!(["hit.recorded"])),
+        "{v}"
+    );
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            &hits_path,
+            Some(&app.admin),
+            Some(json!({"events": ["webhook.test"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "webhook.test is always delivered, never subscribed: {v}"
+    );
+    let (s, _) = app
+        .call(Method::DELETE, &hits_path, Some(&app.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
     // PATCH: set, then clear with null; a bad URL is refused like at creation.
     let path = format!("/v1/webhooks/{id}");
     let (s, v) = app

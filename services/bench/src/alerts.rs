@@ -2,6 +2,10 @@
 //! receipt, and delivery throughput to a fast receiver, through a real `keytrap serve`
 //! (API, trap and worker roles in one child process) per backend.
 //!
+//! Three runs per backend: idle latency (one hit at a time), throughput, and latency
+//! under load (as at idle, while a steady open-loop background of valid canary hits,
+//! 500/s by default, runs at the trap through the load generator of `load.rs`).
+//!
 //! The receiver runs in this process, so the request's send time, the trap's response
 //! and the receipt are read from one clock. Baselines measured in the same run: a plain
 //! HTTP POST of a same-sized body straight to the receiver (latency), and as many plain
@@ -27,6 +31,10 @@ pub struct AlertArgs {
     pub endpoints: usize,
     /// Canaries hit once each in the throughput run (alerts = canaries x endpoints).
     pub canaries: u32,
+    /// Background canary hits/s during the latency-under-load run (0: skip it).
+    pub load_rate: f64,
+    /// Canaries the background load cycles through.
+    pub load_canaries: u32,
     pub backends: Vec<String>,
     pub postgres_url: String,
 }
@@ -157,6 +165,15 @@ impl Api {
 
     /// (canary id, api key, secret) of `n` new Binance canaries in a new store.
     async fn canaries(&self, store: &str, n: u32) -> anyhow::Result<Vec<(String, String, String)>> {
+        Ok(self.canaries_in(store, n).await?.1)
+    }
+
+    /// The new store's id and (canary id, api key, secret) of `n` Binance canaries in it.
+    async fn canaries_in(
+        &self,
+        store: &str,
+        n: u32,
+    ) -> anyhow::Result<(String, Vec<(String, String, String)>)> {
         let s = self
             .call(
                 reqwest::Method::POST,
@@ -190,7 +207,7 @@ impl Api {
             }
             left -= k;
         }
-        Ok(out)
+        Ok((s["id"].as_str().context("store id")?.to_string(), out))
     }
 }
 
@@ -212,6 +229,122 @@ async fn hit(http: &reqwest::Client, trap: &str, key: &str, secret: &str) -> any
         bail!("trap answered {}", r.status());
     }
     r.bytes().await?;
+    Ok(())
+}
+
+/// One canary hit at a time (each opens its incident), `gap` apart: for each, the
+/// alert's receipt minus the trap's response, and minus the request's send time (ms).
+async fn latency_samples(
+    http: &reqwest::Client,
+    trap: &str,
+    rx: &Receiver,
+    canaries: &[(String, String, String)],
+    gap: Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut from_resp, mut from_req) = (Vec::new(), Vec::new());
+    for (id, key, secret) in canaries {
+        let t0 = Instant::now();
+        hit(http, trap, key, secret).await?;
+        let t_resp = Instant::now();
+        let at = rx
+            .wait_canary(id, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("no alert for canary {id} within 10 s"))?;
+        from_resp.push(ms_between(at, t_resp));
+        from_req.push(ms_between(at, t0));
+        tokio::time::sleep(gap).await;
+    }
+    Ok((from_resp, from_req))
+}
+
+/// Alert latency while a steady background of valid canary hits (signed Binance account
+/// reads, open loop at `load_rate`/s over `load_canaries` canaries) runs at the trap.
+/// The background canaries are hit once first, so during the measurement they only
+/// count hits on open incidents (no alert of their own); the sampled canaries each open
+/// a new incident, alerted to one endpoint filtered to their store.
+async fn under_load(
+    args: &AlertArgs,
+    backend: &str,
+    api: &Api,
+    trap_addr: SocketAddr,
+    rx_addr: SocketAddr,
+    rx: &Receiver,
+) -> anyhow::Result<()> {
+    let trap = format!("http://{trap_addr}");
+    let http = reqwest::Client::new();
+    let (_, bg) = api.canaries_in("bench-load", args.load_canaries).await?;
+    let (lat_store, lat) = api
+        .canaries_in("bench-latency-load", args.samples as u32)
+        .await?;
+    let hook = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({
+                "url": format!("http://{rx_addr}/latency-load"),
+                "events": ["incident.opened"],
+                "store_ids": [lat_store],
+            })),
+        )
+        .await?;
+    let mut creds = Vec::with_capacity(bg.len());
+    for (_, key, secret) in &bg {
+        hit(&http, &trap, key, secret).await?;
+        creds.push(crate::load::Cred::new(
+            crate::load::Venue::Binance,
+            key,
+            secret,
+        )?);
+    }
+    rx.take();
+    // Samples 50 ms apart (about 20 alerts/s on top of the load), after 1 s of load.
+    let gap = Duration::from_millis(50);
+    let span = Duration::from_secs(2) + gap * (lat.len() as u32) * 3 / 2;
+    let load = tokio::spawn(crate::load::run(crate::load::Plan {
+        addr: trap_addr,
+        creds: Arc::new(creds),
+        expect: crate::load::Expect::Valid,
+        connections: 32,
+        warmup: Duration::ZERO,
+        duration: span,
+        rate: Some(args.load_rate),
+    }));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    let sampled = latency_samples(&http, &trap, rx, &lat, gap).await;
+    let sampled_for = t0.elapsed();
+    let report = load.await.context("load generator panicked")??;
+    let (mut from_resp, mut from_req) = sampled?;
+    if sampled_for + Duration::from_secs(1) > span {
+        println!(
+            "{backend}: warning: the samples took {:.1} s, longer than the load ({:.1} s)",
+            sampled_for.as_secs_f64(),
+            span.as_secs_f64() - 1.0
+        );
+    }
+    println!(
+        "{backend}: alert latency under load ({:.0} canary hits/s achieved, target {:.0}; \
+         {} background requests, {} errors, trap p50 {:.2} ms, p99 {:.2} ms): \
+         trap response -> receipt: p50 {:.2} ms, p99 {:.2} ms; request sent -> receipt: \
+         p50 {:.2} ms, p99 {:.2} ms ({} alerts)",
+        report.rate(),
+        args.load_rate,
+        report.count,
+        report.errors,
+        report.quantile_ms(0.5),
+        report.quantile_ms(0.99),
+        quantile(&mut from_resp, 0.5),
+        quantile(&mut from_resp, 0.99),
+        quantile(&mut from_req, 0.5),
+        quantile(&mut from_req, 0.99),
+        from_resp.len(),
+    );
+    for e in &report.error_samples {
+        println!("{backend}:   background error: {e}");
+    }
+    let id = hook["id"].as_str().context("webhook id")?;
+    api.call(reqwest::Method::DELETE, &format!("/v1/webhooks/{id}"), None)
+        .await?;
     Ok(())
 }
 
@@ -328,20 +461,9 @@ async fn run_backend(
         )
         .await?;
     rx.take();
-    let (mut from_resp, mut from_req) = (Vec::new(), Vec::new());
-    for (id, key, secret) in &lat {
-        let t0 = Instant::now();
-        hit(&http, &trap, key, secret).await?;
-        let t_resp = Instant::now();
-        let at = rx
-            .wait_canary(id, Duration::from_secs(10))
-            .await
-            .with_context(|| format!("no alert for canary {id} within 10 s"))?;
-        from_resp.push(ms_between(at, t_resp));
-        from_req.push(ms_between(at, t0));
-        // Idle: let the worker go back to sleep before the next hit.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    // Idle: 30 ms between hits lets the worker go back to sleep before the next one.
+    let (mut from_resp, mut from_req) =
+        latency_samples(&http, &trap, rx, &lat, Duration::from_millis(30)).await?;
     let p50 = quantile(&mut from_resp, 0.5);
     let req_p50 = quantile(&mut from_req, 0.5);
     println!(
@@ -359,13 +481,16 @@ async fn run_backend(
 
     // Throughput: every canary hit once, every endpoint gets every incident.opened.
     let tp = api.canaries("bench-throughput", args.canaries).await?;
+    let mut tp_hooks = Vec::with_capacity(args.endpoints);
     for _ in 0..args.endpoints {
-        api.call(
-            reqwest::Method::POST,
-            "/v1/webhooks",
-            Some(json!({"url": format!("http://{rx_addr}/tp"), "events": ["incident.opened"]})),
-        )
-        .await?;
+        let h = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/webhooks",
+                Some(json!({"url": format!("http://{rx_addr}/tp"), "events": ["incident.opened"]})),
+            )
+            .await?;
+        tp_hooks.push(h["id"].as_str().context("webhook id")?.to_string());
     }
     rx.take();
     rx.gate.send_replace(false);
@@ -429,5 +554,14 @@ async fn run_backend(
         hits_done.as_secs_f64(),
         rate / baseline,
     );
+
+    // Last, so the throughput run starts from the same state as before it existed.
+    for id in &tp_hooks {
+        api.call(reqwest::Method::DELETE, &format!("/v1/webhooks/{id}"), None)
+            .await?;
+    }
+    if args.load_rate > 0.0 {
+        under_load(args, backend, &api, trap_addr, rx_addr, rx).await?;
+    }
     Ok(())
 }

@@ -126,6 +126,13 @@ enum Cmd {
         /// Canaries hit once each in the throughput run.
         #[arg(long, default_value_t = 500)]
         canaries: u32,
+        /// Background valid canary hits/s at the trap during the latency-under-load run
+        /// (open loop; 0 skips that run).
+        #[arg(long, default_value_t = 500.0)]
+        load_rate: f64,
+        /// Canaries the background load cycles through.
+        #[arg(long, default_value_t = 100)]
+        load_canaries: u32,
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
         backends: Vec<String>,
         #[arg(long, env = "KEYTRAP_BENCH_POSTGRES_URL", default_value = DEFAULT_PG)]
@@ -152,12 +159,20 @@ fn main() -> anyhow::Result<()> {
             samples,
             endpoints,
             canaries,
+            load_rate,
+            load_canaries,
             backends,
             postgres_url,
         } => rt.block_on(alerts::run(alerts::AlertArgs {
             samples: samples.max(1),
             endpoints: endpoints.max(1),
             canaries: canaries.max(1),
+            load_rate: if load_rate.is_finite() {
+                load_rate.max(0.0)
+            } else {
+                0.0
+            },
+            load_canaries: load_canaries.max(1),
             backends,
             postgres_url,
         })),

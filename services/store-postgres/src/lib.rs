@@ -24,6 +24,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 #[derive(Clone, Debug)]
 pub struct PgDatabase {
     pool: PgPool,
+    /// `hit.recorded` subscribers, cached for the trap (see `webhooks.rs`).
+    hit_subscribers: std::sync::Arc<HitSubscribers>,
 }
 
 impl PgDatabase {
@@ -41,7 +43,10 @@ impl PgDatabase {
             .await
             .map_err(backend)?;
         MIGRATOR.run(&pool).await.map_err(backend)?;
-        Ok(PgDatabase { pool })
+        Ok(PgDatabase {
+            pool,
+            hit_subscribers: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -719,6 +724,10 @@ impl Database for PgDatabase {
 
     async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
         self.wh_get_hit(tenant, id).await
+    }
+
+    async fn release_webhook_leases(&self, owner: &str, ids: &[Uuid]) -> Result<u64> {
+        self.wh_release(owner, ids).await
     }
 
     // ==== webhooks (alerts) — end block.

@@ -406,6 +406,8 @@ impl PgDatabase {
             let incidents = apply_hits(&mut tx, &hits).await?;
             let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
             insert_hits(&mut tx, &rows).await?;
+            // hit.recorded outbox rows, only while someone subscribes (cached check).
+            self.insert_hit_events(&mut tx, &rows).await?;
         }
         // Delivered to listening workers at commit, never before, so a woken worker
         // finds the events. Sent for every batch, unknown keys included: a canary's

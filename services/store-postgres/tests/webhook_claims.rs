@@ -111,3 +111,139 @@ async fn concurrent_claimers_never_share_a_message() {
     assert!(sa.is_disjoint(&sb), "no message claimed by both");
     assert_eq!(sa.len() + sb.len(), N, "every message claimed once");
 }
+
+/// Two workers storing their attempts in concurrent group commits (bulk `UNNEST`
+/// statements touching the same endpoint rows): every attempt is stored once, every
+/// message reaches its state, and the endpoints' clocks end as the last results say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_group_commits_store_every_attempt() {
+    let Some(db) = testing::fresh().await else {
+        return;
+    };
+    let db = Arc::new(db);
+    let t = db
+        .create_tenant("commits", false, audit(Uuid::nil(), "tenant.create"))
+        .await
+        .unwrap();
+    let mut endpoints = Vec::new();
+    for i in 0..3 {
+        let e = db
+            .create_webhook_endpoint(
+                NewWebhookEndpoint {
+                    id: Uuid::now_v7(),
+                    tenant_id: t.id,
+                    url: format!("https://c{i}.example.com/"),
+                    format: "standard".into(),
+                    events: vec![],
+                    min_severity: None,
+                    store_ids: vec![],
+                    exchanges: vec![],
+                    headers: Default::default(),
+                    routing_key: None,
+                    secret_sealed: "x".into(),
+                },
+                audit(t.id, "webhook.create"),
+            )
+            .await
+            .unwrap();
+        endpoints.push(e.id);
+    }
+    const N: usize = 600;
+    for i in 0..N {
+        db.enqueue_webhook_message(
+            NewWebhookMessage {
+                id: Uuid::now_v7(),
+                tenant_id: t.id,
+                endpoint_id: endpoints[i % endpoints.len()],
+                event_type: TEST_EVENT.into(),
+                payload: json!({}),
+                at: Utc::now(),
+            },
+            audit(t.id, "webhook.test"),
+        )
+        .await
+        .unwrap();
+    }
+    let worker = |name: &'static str| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut stored = 0usize;
+            loop {
+                let got = db
+                    .claim_webhook_messages(&ClaimRequest {
+                        owner: name.into(),
+                        now: Utc::now(),
+                        lease: std::time::Duration::from_secs(600),
+                        limit: 40,
+                        per_endpoint: 40,
+                        exclude_endpoints: vec![],
+                    })
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                // Odd messages fail for good (dead), even ones are delivered.
+                let results: Vec<AttemptResult> = got
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| AttemptResult {
+                        message_id: c.message.id,
+                        lease_owner: name.into(),
+                        body: Some("b".into()),
+                        attempt: WebhookAttempt {
+                            id: Uuid::now_v7(),
+                            message_id: c.message.id,
+                            attempt: 1,
+                            outcome: if i % 2 == 0 { "success" } else { "failure" }.into(),
+                            status_code: Some(if i % 2 == 0 { 200 } else { 500 }),
+                            duration_ms: 1,
+                            response_excerpt: None,
+                            response_truncated: false,
+                            error: None,
+                            error_kind: None,
+                            at: Utc::now(),
+                        },
+                        next: if i % 2 == 0 {
+                            MessageNext::Delivered
+                        } else {
+                            MessageNext::Dead
+                        },
+                        success: i % 2 == 0,
+                        disable_endpoint: None,
+                    })
+                    .collect();
+                let ok = db.complete_webhook_attempts(&results).await.unwrap();
+                assert!(ok.iter().all(|b| *b), "the owner's own leases are stored");
+                stored += ok.len();
+            }
+            stored
+        })
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a + b, N);
+    let mut ids = Vec::new();
+    for e in &endpoints {
+        let ms = db
+            .list_webhook_messages(
+                t.id,
+                *e,
+                Page {
+                    after: None,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(ms
+            .iter()
+            .all(|m| m.status != MessageStatus::Pending && m.attempts == 1));
+        ids.extend(ms.iter().map(|m| m.id));
+    }
+    assert_eq!(ids.len(), N);
+    let attempts = db.list_webhook_attempts(t.id, &ids).await.unwrap();
+    assert_eq!(attempts.len(), N, "one attempt row per message");
+    let distinct: HashSet<Uuid> = attempts.iter().map(|a| a.message_id).collect();
+    assert_eq!(distinct.len(), N);
+}

@@ -32,6 +32,8 @@ const INSERT_CHUNK: usize = 1_000;
 pub struct SqliteDatabase {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// `hit.recorded` subscribers, cached for the trap (see `webhooks.rs`).
+    hit_subscribers: std::sync::Arc<HitSubscribers>,
 }
 
 impl SqliteDatabase {
@@ -64,7 +66,11 @@ impl SqliteDatabase {
             .connect_with(base.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(SqliteDatabase { writer, reader })
+        Ok(SqliteDatabase {
+            writer,
+            reader,
+            hit_subscribers: Default::default(),
+        })
     }
 
     /// The single-connection pool every write goes through (later issues add tables).
@@ -772,6 +778,10 @@ impl Database for SqliteDatabase {
 
     async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
         self.wh_get_hit(tenant, id).await
+    }
+
+    async fn release_webhook_leases(&self, owner: &str, ids: &[Uuid]) -> Result<u64> {
+        self.wh_release(owner, ids).await
     }
 
     // ==== webhooks (alerts) — end block.

@@ -375,6 +375,8 @@ impl SqliteDatabase {
             let incidents = apply_hits(&mut tx, &hits).await?;
             let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
             insert_hits(&mut tx, &rows).await?;
+            // hit.recorded outbox rows, only while someone subscribes (cached check).
+            self.insert_hit_events(&mut tx, &rows).await?;
         }
         tx.commit().await.map_err(backend)
     }

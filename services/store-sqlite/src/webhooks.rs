@@ -79,7 +79,79 @@ fn to_json<T: ToJsonText + ?Sized>(v: &T) -> String {
     v.to_json_text()
 }
 
+/// The tenants with an enabled endpoint subscribed to `hit.recorded`.
+const HIT_SUBSCRIBERS: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints
+                     WHERE enabled = 1 AND EXISTS
+                       (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = 'hit.recorded')";
+
 impl SqliteDatabase {
+    /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
+    /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
+    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
+    /// no more than before.
+    pub(crate) async fn insert_hit_events(
+        &self,
+        c: &mut sqlx::SqliteConnection,
+        rows: &[(&Hit, Uuid)],
+    ) -> Result<()> {
+        let tenants = match self.hit_subscribers.lookup() {
+            HitLookup::Fresh(t) => t,
+            HitLookup::Stale { tenants, refresh } => {
+                // Never in the hit's transaction: a background read replaces it.
+                if let Some(generation) = refresh {
+                    let db = self.clone();
+                    tokio::spawn(async move {
+                        let read: std::result::Result<Vec<Uuid>, sqlx::Error> =
+                            sqlx::query_scalar(HIT_SUBSCRIBERS)
+                                .fetch_all(db.reader())
+                                .await;
+                        match read {
+                            Ok(t) => {
+                                db.hit_subscribers.set(generation, t);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
+                                db.hit_subscribers.refresh_failed();
+                            }
+                        }
+                    });
+                }
+                tenants
+            }
+            HitLookup::Missing(generation) => {
+                let t: Vec<Uuid> = sqlx::query_scalar(HIT_SUBSCRIBERS)
+                    .fetch_all(&mut *c)
+                    .await
+                    .map_err(backend)?;
+                self.hit_subscribers.set(generation, t)
+            }
+        };
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<&(&Hit, Uuid)> = rows
+            .iter()
+            .filter(|(h, _)| tenants.binary_search(&h.tenant_id).is_ok())
+            .collect();
+        // 7 parameters a row, well under SQLite's limit.
+        for chunk in wanted.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (id, tenant_id, event_type, incident_id, hit_id, payload, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (h, incident)| {
+                b.push_bind(Uuid::now_v7())
+                    .push_bind(h.tenant_id)
+                    .push_bind(HIT_RECORDED)
+                    .push_bind(*incident)
+                    .push_bind(h.id)
+                    .push_bind(hit_event_payload(h, *incident).to_string())
+                    .push_bind(ms(h.received_at));
+            });
+            q.build().execute(&mut *c).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn wh_create(
         &self,
         e: NewWebhookEndpoint,
@@ -110,6 +182,7 @@ impl SqliteDatabase {
         .map_err(backend)?;
         insert_audit(&mut *tx, audit, at).await?;
         tx.commit().await.map_err(backend)?;
+        self.hit_subscribers.invalidate();
         endpoint_row(&row)
     }
 
@@ -172,6 +245,7 @@ impl SqliteDatabase {
             .map_err(backend)?;
         insert_audit(&mut *tx, audit, at).await?;
         tx.commit().await.map_err(backend)?;
+        self.hit_subscribers.invalidate();
         endpoint_row(&row)
     }
 
@@ -202,6 +276,7 @@ impl SqliteDatabase {
         .ok_or(StoreError::NotFound)?;
         insert_audit(&mut *tx, audit, at).await?;
         tx.commit().await.map_err(backend)?;
+        self.hit_subscribers.invalidate();
         endpoint_row(&row)
     }
 
@@ -249,7 +324,9 @@ impl SqliteDatabase {
             return Err(StoreError::NotFound);
         }
         insert_audit(&mut *tx, audit, at).await?;
-        tx.commit().await.map_err(backend)
+        let done = tx.commit().await.map_err(backend);
+        self.hit_subscribers.invalidate();
+        done
     }
 
     pub(crate) async fn wh_enqueue(
@@ -544,13 +621,72 @@ impl SqliteDatabase {
     }
 
     pub(crate) async fn wh_complete(&self, results: &[AttemptResult]) -> Result<Vec<bool>> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.writer().begin().await.map_err(backend)?;
         let mut out = Vec::with_capacity(results.len());
+        let mut clocks = EndpointClocks::default();
         for r in results {
-            out.push(complete_one(&mut tx, r).await?);
+            let endpoint = complete_one(&mut tx, r).await?;
+            if let Some(ep) = endpoint {
+                clocks.apply(ep, r);
+            }
+            out.push(endpoint.is_some());
+        }
+        // One update per endpoint, folded in batch order (the same result as one per
+        // attempt).
+        for (ep, c) in clocks.iter() {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET
+                   failing_since = CASE WHEN ? THEN ? ELSE COALESCE(failing_since, ?) END,
+                   enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
+                   disabled_reason = COALESCE(?, disabled_reason)
+                 WHERE id = ?",
+            )
+            .bind(c.reset)
+            .bind(c.fail_at.map(ms))
+            .bind(c.fail_at.map(ms))
+            .bind(&c.disable)
+            .bind(&c.disable)
+            .bind(ep)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(out)
+    }
+
+    pub(crate) async fn wh_release(&self, owner: &str, ids: &[Uuid]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let at = ms(now());
+        let mut n = 0;
+        let mut tx = self.writer().begin().await.map_err(backend)?;
+        for chunk in ids.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE webhook_messages SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ",
+            );
+            q.push_bind(at)
+                .push(" WHERE lease_owner = ")
+                .push_bind(owner)
+                .push(" AND status = 'pending' AND id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            n += q
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
     }
 
     pub(crate) async fn wh_get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>> {
@@ -566,9 +702,9 @@ impl SqliteDatabase {
     }
 }
 
-/// One attempt of a group commit: the message update (only with the lease), the
-/// attempt row, the endpoint's failure clock.
-async fn complete_one(c: &mut sqlx::SqliteConnection, r: &AttemptResult) -> Result<bool> {
+/// One attempt of a group commit: the message update (only with the lease) and the
+/// attempt row. Returns the message's endpoint if it was stored.
+async fn complete_one(c: &mut sqlx::SqliteConnection, r: &AttemptResult) -> Result<Option<Uuid>> {
     let at = now();
     let (status, next_at) = match r.next {
         MessageNext::Delivered => ("delivered", at),
@@ -591,7 +727,7 @@ async fn complete_one(c: &mut sqlx::SqliteConnection, r: &AttemptResult) -> Resu
     .await
     .map_err(backend)?;
     let Some(row) = updated else {
-        return Ok(false);
+        return Ok(None);
     };
     let endpoint: Uuid = row.try_get("endpoint_id").map_err(backend)?;
     let a = &r.attempt;
@@ -614,20 +750,5 @@ async fn complete_one(c: &mut sqlx::SqliteConnection, r: &AttemptResult) -> Resu
     .execute(&mut *c)
     .await
     .map_err(backend)?;
-    sqlx::query(
-        "UPDATE webhook_endpoints SET
-           failing_since = CASE WHEN ? THEN NULL ELSE COALESCE(failing_since, ?) END,
-           enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END,
-           disabled_reason = COALESCE(?, disabled_reason)
-         WHERE id = ?",
-    )
-    .bind(r.success)
-    .bind(ms(a.at))
-    .bind(&r.disable_endpoint)
-    .bind(&r.disable_endpoint)
-    .bind(endpoint)
-    .execute(&mut *c)
-    .await
-    .map_err(backend)?;
-    Ok(true)
+    Ok(Some(endpoint))
 }

@@ -39,6 +39,9 @@ macro_rules! conformance_suite {
             webhook_endpoints_crud_and_scoping,
             webhook_fanout_is_filtered_and_idempotent,
             webhook_claims_lease_retry_and_dead_letter,
+            webhook_group_commit_equals_one_by_one,
+            webhook_leases_released_on_shutdown,
+            webhook_hit_recorded_only_when_subscribed,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1706,6 +1709,377 @@ pub async fn webhook_claims_lease_retry_and_dead_letter(db: &dyn Database) {
             .status,
         MessageStatus::Delivered
     );
+}
+
+/// Milliseconds since the epoch (both backends keep at least that precision).
+fn at_ms(ms: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// One group commit of mixed results (successes and failures interleaved per endpoint,
+/// a duplicate, a foreign owner, a 410) leaves messages, attempts and endpoints exactly
+/// as storing the same results one at a time does.
+pub async fn webhook_group_commit_equals_one_by_one(db: &dyn Database) {
+    struct Run {
+        endpoints: Vec<WebhookEndpoint>,
+        messages: Vec<WebhookMessage>,
+        stored: Vec<bool>,
+        tenant: Uuid,
+    }
+    let base = Utc::now().timestamp_millis() - 60_000;
+    let later = at_ms(base + 3_600_000);
+    async fn run(db: &dyn Database, name: &str, grouped: bool, base: i64) -> Run {
+        let later = at_ms(base + 3_600_000);
+        let t = tenant(db, name).await;
+        let mut endpoints = Vec::new();
+        for i in 0..3 {
+            endpoints.push(
+                db.create_webhook_endpoint(
+                    new_endpoint(t.id, &format!("https://g{i}.example.com/")),
+                    audit(t.id, "webhook.create"),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        // Messages 0-4 on endpoint 0, 5-6 on endpoint 1, 7-8 on endpoint 2.
+        let on = [0, 0, 0, 0, 0, 1, 1, 2, 2];
+        let mut messages = Vec::new();
+        for e in on {
+            messages.push(
+                db.enqueue_webhook_message(
+                    NewWebhookMessage {
+                        id: Uuid::now_v7(),
+                        tenant_id: t.id,
+                        endpoint_id: endpoints[e].id,
+                        event_type: TEST_EVENT.into(),
+                        payload: json!({}),
+                        at: at_ms(base),
+                    },
+                    audit(t.id, "webhook.test"),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let mut req = claim("w", at_ms(base + 1000));
+        req.lease = std::time::Duration::from_secs(7200);
+        assert_eq!(db.claim_webhook_messages(&req).await.unwrap().len(), 9);
+        let m = &messages;
+        let r = |i: usize, owner: &str, status: i32, next: MessageNext, t: i64| {
+            let mut a = attempt_result(&m[i], owner, 1, status, next);
+            a.attempt.at = at_ms(base + t);
+            a
+        };
+        // Before the batch: endpoint 0 and 1 are already failing (since base+2 s).
+        let before = [
+            r(4, "w", 500, MessageNext::RetryAt(later), 2000),
+            r(6, "w", 500, MessageNext::RetryAt(later), 2000),
+        ];
+        assert_eq!(
+            db.complete_webhook_attempts(&before).await.unwrap(),
+            vec![true, true]
+        );
+        let mut gone = r(5, "w", 410, MessageNext::Dead, 5000);
+        gone.disable_endpoint = Some("gone".into());
+        let batch = vec![
+            // Endpoint 0: failure, success, failure: the clock restarts at the last.
+            r(0, "w", 503, MessageNext::RetryAt(later), 3000),
+            r(1, "w", 200, MessageNext::Delivered, 4000),
+            r(2, "w", 503, MessageNext::RetryAt(later), 6000),
+            // Listed again in the same batch: its lease is released by then.
+            r(0, "w", 200, MessageNext::Delivered, 6500),
+            // Not this owner's.
+            r(3, "intruder", 200, MessageNext::Delivered, 7000),
+            // Endpoint 1: a 410 after an earlier failure keeps the earlier clock.
+            gone,
+            // Endpoint 2: success then failure.
+            r(7, "w", 200, MessageNext::Delivered, 8000),
+            r(8, "w", 500, MessageNext::Dead, 9000),
+        ];
+        let stored = if grouped {
+            db.complete_webhook_attempts(&batch).await.unwrap()
+        } else {
+            let mut v = Vec::new();
+            for one in &batch {
+                v.push(db.complete_webhook_attempt(one).await.unwrap());
+            }
+            v
+        };
+        let mut endpoints_after = Vec::new();
+        for e in &endpoints {
+            endpoints_after.push(db.get_webhook_endpoint(t.id, e.id).await.unwrap().unwrap());
+        }
+        let mut messages_after = Vec::new();
+        for msg in &messages {
+            messages_after.push(db.get_webhook_message(t.id, msg.id).await.unwrap().unwrap());
+        }
+        Run {
+            endpoints: endpoints_after,
+            messages: messages_after,
+            stored,
+            tenant: t.id,
+        }
+    }
+    let g = run(db, "group-commit", true, base).await;
+    let one = run(db, "one-by-one", false, base).await;
+
+    let want = vec![true, true, true, false, false, true, true, true];
+    assert_eq!(g.stored, want, "grouped");
+    assert_eq!(one.stored, want, "one by one");
+    for (name, r) in [("grouped", &g), ("one by one", &one)] {
+        let e = &r.endpoints;
+        assert_eq!(e[0].failing_since, Some(at_ms(base + 6000)), "{name}");
+        assert!(e[0].enabled, "{name}");
+        assert_eq!(e[1].failing_since, Some(at_ms(base + 2000)), "{name}");
+        assert!(!e[1].enabled, "{name}");
+        assert_eq!(e[1].disabled_reason.as_deref(), Some("gone"), "{name}");
+        assert_eq!(e[2].failing_since, Some(at_ms(base + 9000)), "{name}");
+        assert!(e[2].enabled, "{name}");
+        let m = &r.messages;
+        let states: Vec<(MessageStatus, i32, bool)> = m
+            .iter()
+            .map(|x| (x.status, x.attempts, x.lease_owner.is_some()))
+            .collect();
+        use MessageStatus::*;
+        assert_eq!(
+            states,
+            vec![
+                (Pending, 1, false),
+                (Delivered, 1, false),
+                (Pending, 1, false),
+                (Pending, 0, true),
+                (Pending, 1, false),
+                (Dead, 1, false),
+                (Pending, 1, false),
+                (Delivered, 1, false),
+                (Dead, 1, false),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            m[0].next_attempt_at, later,
+            "{name}: the first result of m0 won"
+        );
+        assert_eq!(
+            m[1].body.as_deref(),
+            Some(format!("body of {}", m[1].webhook_id).as_str()),
+            "{name}"
+        );
+        let ids: Vec<Uuid> = m.iter().map(|x| x.id).collect();
+        let attempts = db.list_webhook_attempts(r.tenant, &ids).await.unwrap();
+        let mut got: Vec<(Uuid, Option<i32>)> = attempts
+            .iter()
+            .map(|a| (a.message_id, a.status_code))
+            .collect();
+        got.sort();
+        let mut expect = vec![
+            (ids[0], Some(503)),
+            (ids[1], Some(200)),
+            (ids[2], Some(503)),
+            (ids[4], Some(500)),
+            (ids[5], Some(410)),
+            (ids[6], Some(500)),
+            (ids[7], Some(200)),
+            (ids[8], Some(500)),
+        ];
+        expect.sort();
+        assert_eq!(got, expect, "{name}: one attempt row per stored result");
+        let a0 = attempts.iter().find(|a| a.message_id == ids[0]).unwrap();
+        assert_eq!(a0.at, at_ms(base + 3000), "{name}");
+        assert_eq!(a0.duration_ms, 12, "{name}");
+        assert_eq!(a0.response_excerpt.as_deref(), Some("busy"), "{name}");
+    }
+    // An empty batch stores nothing and is not an error.
+    assert!(db.complete_webhook_attempts(&[]).await.unwrap().is_empty());
+}
+
+/// A worker shutting down gives back the leases of messages it never started: they are
+/// claimable at once, with no attempt counted; leases of another owner and messages
+/// already completed are left alone.
+pub async fn webhook_leases_released_on_shutdown(db: &dyn Database) {
+    let t = tenant(db, "wh-release").await;
+    let e = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://r.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    let mut ms = Vec::new();
+    for _ in 0..4 {
+        ms.push(
+            db.enqueue_webhook_message(
+                NewWebhookMessage {
+                    id: Uuid::now_v7(),
+                    tenant_id: t.id,
+                    endpoint_id: e.id,
+                    event_type: TEST_EVENT.into(),
+                    payload: json!({}),
+                    at: Utc::now(),
+                },
+                audit(t.id, "webhook.test"),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let now = Utc::now() + Duration::seconds(1);
+    let mut req = claim("stopping", now);
+    req.limit = 3;
+    let got = db.claim_webhook_messages(&req).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let mut other = claim("other", now);
+    other.limit = 1;
+    let theirs = db.claim_webhook_messages(&other).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    let mine: Vec<Uuid> = got.iter().map(|c| c.message.id).collect();
+    // One of mine finished before the shutdown.
+    assert!(db
+        .complete_webhook_attempt(&attempt_result(
+            &got[0].message,
+            "stopping",
+            1,
+            200,
+            MessageNext::Delivered
+        ))
+        .await
+        .unwrap());
+    assert_eq!(db.release_webhook_leases("stopping", &[]).await.unwrap(), 0);
+    // Wrong owner: nothing.
+    assert_eq!(db.release_webhook_leases("nobody", &mine).await.unwrap(), 0);
+    let mut ask: Vec<Uuid> = mine.clone();
+    ask.push(theirs[0].message.id);
+    assert_eq!(
+        db.release_webhook_leases("stopping", &ask).await.unwrap(),
+        2,
+        "the two unstarted ones; not the delivered one, not another owner's"
+    );
+    let again = db
+        .claim_webhook_messages(&claim("next", now))
+        .await
+        .unwrap();
+    let mut ids: Vec<Uuid> = again.iter().map(|c| c.message.id).collect();
+    ids.sort();
+    let mut want = mine[1..].to_vec();
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "claimable at once, long before the lease would end"
+    );
+    assert!(again.iter().all(|c| c.message.attempts == 0));
+    assert!(db
+        .list_webhook_attempts(t.id, &want)
+        .await
+        .unwrap()
+        .is_empty());
+    let m0 = db
+        .get_webhook_message(t.id, mine[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m0.status, MessageStatus::Delivered);
+    let held = db
+        .get_webhook_message(t.id, theirs[0].message.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.lease_owner.as_deref(), Some("other"));
+}
+
+/// `hit.recorded` outbox rows are written with the hit only while an enabled endpoint of
+/// the hit's tenant lists the event, one per hit (counted hits too), and fan out only to
+/// endpoints that list it.
+pub async fn webhook_hit_recorded_only_when_subscribed(db: &dyn Database) {
+    let (t, _s, cs) = planted(db, 400).await;
+    let (other, _, other_cs) = planted(db, 401).await;
+    let hit_events = |tenant: Uuid| async move {
+        db.list_events(tenant, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == HIT_RECORDED)
+            .collect::<Vec<Event>>()
+    };
+    let default_ep = db
+        .create_webhook_endpoint(
+            new_endpoint(t.id, "https://default.example.com/"),
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    db.record_trap_events(&[hit(&cs[0], Severity::Low, SignatureState::Valid, "read")])
+        .await
+        .unwrap();
+    assert!(hit_events(t.id).await.is_empty(), "nobody subscribes yet");
+
+    let mut sub = new_endpoint(t.id, "https://hits.example.com/");
+    sub.events = vec![HIT_RECORDED.into()];
+    let sub = db
+        .create_webhook_endpoint(sub, audit(t.id, "webhook.create"))
+        .await
+        .unwrap();
+    // Counted (no incident event) and a new canary (incident event), one batch; and a
+    // hit of a tenant without a subscriber.
+    let h1 = hit(&cs[0], Severity::Low, SignatureState::Valid, "read");
+    let h2 = hit(&cs[1], Severity::High, SignatureState::Valid, "trade");
+    let h3 = hit(&other_cs[0], Severity::Low, SignatureState::Valid, "read");
+    db.record_trap_events(&[h1.clone(), h2.clone(), h3])
+        .await
+        .unwrap();
+    let evs = hit_events(t.id).await;
+    assert_eq!(evs.len(), 2, "one per hit after the subscription");
+    assert!(hit_events(other.id).await.is_empty(), "other tenants: none");
+    let ids = |e: &TrapEvent| match e {
+        TrapEvent::Hit(h) => h.id,
+        TrapEvent::Unknown(_) => unreachable!(),
+    };
+    let mut got: Vec<Uuid> = evs.iter().map(|e| e.hit_id.unwrap()).collect();
+    got.sort();
+    let mut want = vec![ids(&h1), ids(&h2)];
+    want.sort();
+    assert_eq!(got, want);
+    let e2 = evs.iter().find(|e| e.hit_id == Some(ids(&h2))).unwrap();
+    assert_eq!(e2.payload["severity"], "high", "{}", e2.payload);
+    assert_eq!(e2.payload["action_class"], "trade");
+    assert_eq!(e2.payload["canary_id"], json!(cs[1].id));
+    assert_eq!(e2.payload["exchange"], "binance");
+    let hit_row = db.get_hit(t.id, ids(&h2)).await.unwrap().unwrap();
+    assert_eq!(e2.incident_id, hit_row.incident_id);
+    assert!(e2.incident_id.is_some());
+
+    while db.dispatch_webhook_events(100).await.unwrap() > 0 {}
+    let types = |ep: Uuid| async move {
+        let mut v: Vec<String> = db
+            .list_webhook_messages(t.id, ep, Page::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.event_type)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(types(sub.id).await, vec![HIT_RECORDED, HIT_RECORDED]);
+    assert!(
+        !types(default_ep.id).await.iter().any(|t| t == HIT_RECORDED),
+        "not in the default set"
+    );
+
+    // Disabled: no more rows (the change is seen at once through this handle).
+    db.set_webhook_endpoint_enabled(
+        t.id,
+        sub.id,
+        false,
+        Some("api"),
+        audit(t.id, "webhook.disable"),
+    )
+    .await
+    .unwrap();
+    db.record_trap_events(&[hit(&cs[0], Severity::Low, SignatureState::Valid, "read")])
+        .await
+        .unwrap();
+    assert_eq!(hit_events(t.id).await.len(), 2);
 }
 
 // ==== webhooks (alerts) — end block.

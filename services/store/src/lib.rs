@@ -251,6 +251,11 @@ pub trait Database: Send + Sync + 'static {
     async fn complete_webhook_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>>;
     /// A hit by id (for rendering alerts).
     async fn get_hit(&self, tenant: Uuid, id: Uuid) -> Result<Option<Hit>>;
+    /// Gives back, with no attempt recorded, the leases `owner` still holds on these
+    /// pending messages (a worker shutting down, for the ones it claimed but never
+    /// started): they are claimable again at once instead of after the lease. Returns how
+    /// many were released.
+    async fn release_webhook_leases(&self, owner: &str, ids: &[Uuid]) -> Result<u64>;
 
     // ==== webhooks (alerts) — end block.
 }

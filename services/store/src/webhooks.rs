@@ -19,6 +19,142 @@ pub const DEFAULT_WEBHOOK_EVENTS: [&str; 3] =
 /// The `webhook.test` event (always delivered to the endpoint it was queued for).
 pub const TEST_EVENT: &str = "webhook.test";
 
+/// One event per hit, for endpoints that list it in `events` (never a default). Its
+/// outbox rows are written with the hit only while some enabled endpoint of the hit's
+/// tenant wants them ([`HitSubscribers`]), so the trap pays nothing otherwise.
+pub const HIT_RECORDED: &str = "hit.recorded";
+
+/// The payload of a `hit.recorded` outbox row (the worker joins the hit's evidence,
+/// the canary without its secret, the store and the incident when rendering).
+pub fn hit_event_payload(hit: &crate::Hit, incident: Uuid) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "hit",
+        "hit_id": hit.id,
+        "incident_id": incident,
+        "canary_id": hit.canary_id,
+        "store_id": hit.store_id,
+        "exchange": hit.exchange,
+        "severity": hit.severity,
+        "action_class": hit.action_class,
+        "source_ip": hit.source_ip,
+    })
+}
+
+/// The tenants with an enabled endpoint subscribed to [`HIT_RECORDED`], cached for the
+/// trap's recorder so that its transaction never waits for them: an answer older than
+/// the refresh interval (1 s) is still used while one background read replaces it
+/// (stale-while-revalidate). Only with no answer at all (first use, or right after an
+/// endpoint change through this process, which invalidates it) is the read done in the
+/// hit's transaction. An endpoint created or enabled through another replica thus takes
+/// effect within about the refresh interval.
+#[derive(Debug)]
+pub struct HitSubscribers {
+    refresh: Duration,
+    state: std::sync::RwLock<HitState>,
+}
+
+#[derive(Debug, Default)]
+struct HitState {
+    /// Bumped by every invalidation: a read started before one is not kept.
+    generation: u64,
+    answer: Option<(std::time::Instant, std::sync::Arc<Vec<Uuid>>)>,
+    refreshing: bool,
+}
+
+/// What [`HitSubscribers::lookup`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HitLookup {
+    /// Use these tenants.
+    Fresh(std::sync::Arc<Vec<Uuid>>),
+    /// Use these tenants; with `Some(generation)` the caller must start the background
+    /// read and report it with [`HitSubscribers::set`] (or
+    /// [`HitSubscribers::refresh_failed`]).
+    Stale {
+        tenants: std::sync::Arc<Vec<Uuid>>,
+        refresh: Option<u64>,
+    },
+    /// Nothing known: read now (in the transaction) and [`HitSubscribers::set`] it.
+    Missing(u64),
+}
+
+impl Default for HitSubscribers {
+    fn default() -> Self {
+        HitSubscribers::with_refresh(Duration::from_secs(1))
+    }
+}
+
+impl HitSubscribers {
+    /// A cache whose answers are refreshed after `refresh`.
+    pub fn with_refresh(refresh: Duration) -> Self {
+        HitSubscribers {
+            refresh,
+            state: Default::default(),
+        }
+    }
+
+    /// The answer to use now, and whether a refresh must start.
+    pub fn lookup(&self) -> HitLookup {
+        {
+            let g = self.state.read().unwrap_or_else(|e| e.into_inner());
+            match &g.answer {
+                Some((at, t)) if at.elapsed() < self.refresh => return HitLookup::Fresh(t.clone()),
+                Some((_, t)) if g.refreshing => {
+                    return HitLookup::Stale {
+                        tenants: t.clone(),
+                        refresh: None,
+                    }
+                }
+                None => return HitLookup::Missing(g.generation),
+                Some(_) => {}
+            }
+        }
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let generation = g.generation;
+        match g.answer.clone() {
+            Some((at, t)) if at.elapsed() < self.refresh => HitLookup::Fresh(t),
+            Some((_, t)) => {
+                let refresh = (!g.refreshing).then_some(generation);
+                g.refreshing = true;
+                HitLookup::Stale {
+                    tenants: t,
+                    refresh,
+                }
+            }
+            None => HitLookup::Missing(generation),
+        }
+    }
+
+    /// Stores the tenants read for `generation` (dropped if an invalidation came since)
+    /// and returns them.
+    pub fn set(&self, generation: u64, mut tenants: Vec<Uuid>) -> std::sync::Arc<Vec<Uuid>> {
+        tenants.sort();
+        tenants.dedup();
+        let t = std::sync::Arc::new(tenants);
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if g.generation == generation {
+            g.answer = Some((std::time::Instant::now(), t.clone()));
+        }
+        g.refreshing = false;
+        t
+    }
+
+    /// The background read failed: the next lookup after the interval tries again.
+    pub fn refresh_failed(&self) {
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .refreshing = false;
+    }
+
+    /// Forgets the answer (an endpoint was created, changed, enabled or deleted): the
+    /// next hit reads it again, in its transaction.
+    pub fn invalidate(&self) {
+        let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+        g.generation += 1;
+        g.answer = None;
+    }
+}
+
 /// Message states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -242,6 +378,84 @@ pub struct AttemptResult {
     pub disable_endpoint: Option<String>,
 }
 
+/// What one group commit does to each endpoint it touches, folded in batch order: one
+/// update per endpoint then leaves it exactly as applying the attempts one by one would
+/// (a success clears the failure clock, a failure starts it if it is not running, a
+/// disable turns the endpoint off with the last reason given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointClocks {
+    changes: std::collections::BTreeMap<Uuid, EndpointChange>,
+}
+
+/// One endpoint's share of a group commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointChange {
+    /// A success was among the attempts: the clock restarts from `fail_at`.
+    pub reset: bool,
+    /// The first failure after the last success (or of the batch, without one).
+    pub fail_at: Option<DateTime<Utc>>,
+    /// Disable with this reason (the last one given).
+    pub disable: Option<String>,
+}
+
+impl EndpointChange {
+    /// The endpoint's `failing_since` after the batch, from the one before it.
+    pub fn failing_since(&self, before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if self.reset {
+            self.fail_at
+        } else {
+            before.or(self.fail_at)
+        }
+    }
+}
+
+impl EndpointClocks {
+    /// Folds in the stored attempt `r` of a message of `endpoint`.
+    pub fn apply(&mut self, endpoint: Uuid, r: &AttemptResult) {
+        let c = self.changes.entry(endpoint).or_default();
+        if r.success {
+            c.reset = true;
+            c.fail_at = None;
+        } else if c.fail_at.is_none() {
+            c.fail_at = Some(r.attempt.at);
+        }
+        if let Some(reason) = &r.disable_endpoint {
+            c.disable = Some(reason.clone());
+        }
+    }
+
+    /// Each touched endpoint's change, in endpoint id order (a stable lock order).
+    pub fn iter(&self) -> impl Iterator<Item = (Uuid, &EndpointChange)> {
+        self.changes.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Column arrays for a bulk update: ids, resets, first failures, disable reasons.
+    #[allow(clippy::type_complexity)]
+    pub fn columns(
+        &self,
+    ) -> (
+        Vec<Uuid>,
+        Vec<bool>,
+        Vec<Option<DateTime<Utc>>>,
+        Vec<Option<String>>,
+    ) {
+        let n = self.changes.len();
+        let (mut id, mut reset, mut fail, mut reason) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (k, c) in &self.changes {
+            id.push(*k);
+            reset.push(c.reset);
+            fail.push(c.fail_at);
+            reason.push(c.disable.clone());
+        }
+        (id, reset, fail, reason)
+    }
+}
+
 /// What to claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -286,5 +500,72 @@ pub trait ToJsonText {
 impl<T: Serialize> ToJsonText for T {
     fn to_json_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_subscribers_refresh_in_the_background_and_respect_invalidation() {
+        let c = HitSubscribers::with_refresh(Duration::ZERO);
+        let HitLookup::Missing(g0) = c.lookup() else {
+            panic!("nothing known at first")
+        };
+        let t = Uuid::now_v7();
+        assert_eq!(*c.set(g0, vec![t, t]), vec![t]);
+        // Refresh interval zero: always stale; one caller refreshes, the others wait.
+        let HitLookup::Stale {
+            tenants,
+            refresh: Some(g1),
+        } = c.lookup()
+        else {
+            panic!("stale, refresh now")
+        };
+        assert_eq!(*tenants, vec![t]);
+        assert_eq!(
+            c.lookup(),
+            HitLookup::Stale {
+                tenants: tenants.clone(),
+                refresh: None
+            },
+            "one refresh at a time"
+        );
+        // An endpoint change lands while the background read runs: its older answer is
+        // not kept, and the next lookup reads in the transaction.
+        c.invalidate();
+        c.set(g1, vec![]);
+        let HitLookup::Missing(g2) = c.lookup() else {
+            panic!("invalidated")
+        };
+        assert_ne!(g1, g2);
+        c.set(g2, vec![]);
+        let HitLookup::Stale {
+            tenants,
+            refresh: Some(_),
+        } = c.lookup()
+        else {
+            panic!("refresh after the new answer")
+        };
+        assert!(tenants.is_empty());
+        c.refresh_failed();
+        assert!(matches!(
+            c.lookup(),
+            HitLookup::Stale {
+                refresh: Some(_),
+                ..
+            }
+        ));
+        // With a long interval the answer is fresh.
+        let long = HitSubscribers::default();
+        let HitLookup::Missing(g) = long.lookup() else {
+            panic!()
+        };
+        long.set(g, vec![t]);
+        assert_eq!(
+            long.lookup(),
+            HitLookup::Fresh(std::sync::Arc::new(vec![t]))
+        );
     }
 }

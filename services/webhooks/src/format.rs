@@ -179,11 +179,16 @@ impl<'a> Alert<'a> {
         }
     }
 
-    /// The alert's severity: the incident's (after escalation), else the hit's.
+    /// The alert's severity: the incident's (after escalation), else the hit's; for
+    /// `hit.recorded` the hit's own.
     pub fn severity(&self) -> Option<Severity> {
-        self.incident
-            .map(|i| i.severity)
-            .or(self.hit.map(|h| h.severity))
+        let hit = self.hit.map(|h| h.severity);
+        let incident = self.incident.map(|i| i.severity);
+        if self.event == EventType::HitRecorded {
+            hit.or(incident)
+        } else {
+            incident.or(hit)
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub disable_after: Duration,
     /// CloudEvents `source` (e.g. the instance URL).
     pub source: String,
+    /// At shutdown, how long in-flight deliveries may take to finish and be stored
+    /// (`None`: the client timeout plus 5 s).
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -57,6 +60,7 @@ impl Default for WorkerConfig {
             schedule: Schedule::default(),
             disable_after: retry::DISABLE_AFTER,
             source: "keytrap".into(),
+            shutdown_grace: None,
         }
     }
 }
@@ -83,11 +87,61 @@ struct Inner {
     /// Finished attempts, stored by one task in group commits (one durable commit per
     /// batch instead of per attempt).
     done_tx: mpsc::Sender<AttemptResult>,
+    /// Set at shutdown: claimed messages not yet started are not started any more.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Delivery tasks alive (waiting for a slot or delivering).
+    active: Arc<TaskCount>,
+    /// Of those, the ones still waiting for their endpoint's slot.
+    waiting: Arc<TaskCount>,
+    /// Messages claimed but never started because of the shutdown (their leases are
+    /// given back).
+    unstarted: Mutex<Vec<Uuid>>,
+    /// Rendering rows per event, shared by its messages ([`Inner::rows`]).
+    rows: Mutex<HashMap<RowsKey, (std::time::Instant, RowsCell)>>,
 }
 
 struct EndpointSlots {
     in_flight: usize,
     permits: Arc<Semaphore>,
+}
+
+/// A number of tasks in some state, and a way to wait until there are none.
+#[derive(Default)]
+struct TaskCount {
+    n: std::sync::atomic::AtomicUsize,
+    zero: Notify,
+}
+
+/// Counts one task until dropped.
+struct Counted(Arc<TaskCount>);
+
+impl TaskCount {
+    fn enter(self: &Arc<Self>) -> Counted {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(self.clone())
+    }
+
+    fn get(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn none_left(&self) {
+        loop {
+            let zero = self.zero.notified();
+            if self.get() == 0 {
+                return;
+            }
+            zero.await;
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
 }
 
 impl Worker {
@@ -108,6 +162,11 @@ impl Worker {
                 endpoints: Mutex::new(HashMap::new()),
                 next_due: Mutex::new(None),
                 done_tx,
+                stopping: tokio::sync::watch::Sender::new(false),
+                active: Default::default(),
+                waiting: Default::default(),
+                unstarted: Mutex::new(Vec::new()),
+                rows: Mutex::new(HashMap::new()),
             }),
             done_rx,
         }
@@ -118,14 +177,24 @@ impl Worker {
         self.inner.wake.clone()
     }
 
-    /// Runs until `stop` resolves. In-flight deliveries are left to finish on their own
-    /// tasks; an unfinished one keeps its lease and is retried after it expires.
+    /// Runs until `stop` resolves, then shuts down gracefully: no more claims; messages
+    /// claimed but not started get their leases back at once (another worker, or this
+    /// one after a restart, takes them without waiting for the lease to run out);
+    /// deliveries in flight finish, bounded by the client timeout plus 5 s
+    /// ([`WorkerConfig::shutdown_grace`]), and their attempts are stored. A delivery
+    /// still running after that keeps its lease and is retried when it expires.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let inner = self.inner;
-        tokio::spawn(inner.clone().store_attempts(self.done_rx));
+        let (flush_tx, flush_rx) = tokio::sync::watch::channel(false);
+        let store = tokio::spawn(inner.clone().store_attempts(self.done_rx, flush_rx));
         tracing::info!(owner = %inner.cfg.owner, "alert worker started");
+        // `stop` is checked between rounds too (a round is never cut short: a claim it
+        // made must reach its delivery tasks).
         loop {
+            if is_ready(stop.as_mut()) {
+                break;
+            }
             let full = inner.clone().round().await;
             if full {
                 // A full claim: there is probably more, go again at once.
@@ -139,16 +208,82 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        tracing::info!("alert worker stopped");
+        inner.shutdown(store, flush_tx).await;
     }
 }
 
 impl Inner {
+    /// The graceful part of [`Worker::run`], after the last claim.
+    async fn shutdown(
+        self: &Arc<Self>,
+        store: tokio::task::JoinHandle<()>,
+        flush: tokio::sync::watch::Sender<bool>,
+    ) {
+        self.stopping.send_replace(true);
+        let grace = self
+            .cfg
+            .shutdown_grace
+            .unwrap_or_else(|| self.client.timeout() + Duration::from_secs(5));
+        // The tasks still waiting for a slot give up at once; their messages' leases go
+        // back now, so another worker can take them while these deliveries finish.
+        let _ = tokio::time::timeout(grace, self.waiting.none_left()).await;
+        let unstarted =
+            std::mem::take(&mut *self.unstarted.lock().unwrap_or_else(|e| e.into_inner()));
+        let released = match self
+            .db
+            .release_webhook_leases(&self.cfg.owner, &unstarted)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, n = unstarted.len(), "giving back leases failed; those messages are delivered when their leases expire");
+                0
+            }
+        };
+        tracing::info!(
+            in_flight = self.active.get(),
+            released,
+            grace_secs = grace.as_secs_f64(),
+            "alert worker stopping: finishing the deliveries in flight"
+        );
+        if tokio::time::timeout(grace, self.active.none_left())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.active.get(),
+                "deliveries still running after the shutdown grace; they keep their leases and are retried when those expire"
+            );
+        }
+        // Every finished attempt is in the channel now: store them, then stop the task.
+        flush.send_replace(true);
+        if tokio::time::timeout(grace, store).await.is_err() {
+            tracing::error!("storing the last attempts did not finish; those messages are retried when their leases expire");
+        }
+        tracing::info!(released, "alert worker stopped");
+    }
+
     /// The attempts' group commit: whatever finished while the previous transaction
-    /// committed goes into the next one.
-    async fn store_attempts(self: Arc<Self>, mut rx: mpsc::Receiver<AttemptResult>) {
+    /// committed goes into the next one. Runs until `flush` is set and the channel is
+    /// empty.
+    async fn store_attempts(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<AttemptResult>,
+        mut flush: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut batch = Vec::with_capacity(MAX_COMMIT);
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+                _ = flush.wait_for(|f| *f) => match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
             batch.push(first);
             while batch.len() < MAX_COMMIT {
                 match rx.try_recv() {
@@ -258,9 +393,26 @@ impl Inner {
                 slot.permits.clone()
             };
             let me = self.clone();
+            let active = self.active.enter();
+            let waiting = self.waiting.enter();
+            let mut stopping = self.stopping.subscribe();
             tokio::spawn(async move {
+                let _active = active;
                 let endpoint = c.endpoint.id;
-                if let Ok(_permit) = permits.acquire_owned().await {
+                // A shutdown before the slot frees up: never started, lease given back.
+                let permit = tokio::select! {
+                    biased;
+                    _ = stopping.wait_for(|s| *s) => None,
+                    p = permits.acquire_owned() => p.ok(),
+                };
+                if permit.is_none() {
+                    me.unstarted
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(c.message.id);
+                }
+                drop(waiting);
+                if let Some(_permit) = permit {
                     me.process(c).await;
                 }
                 {
@@ -327,7 +479,13 @@ impl Inner {
         let result = AttemptResult {
             message_id: message.id,
             lease_owner: self.cfg.owner.clone(),
-            body,
+            // Kept for the retries only: a message delivered at once is never sent again
+            // (and storing ~2 kB per alert is most of a group commit's work).
+            body: if msg_next == MessageNext::Delivered {
+                None
+            } else {
+                body
+            },
             attempt: WebhookAttempt {
                 id: Uuid::now_v7(),
                 message_id: message.id,
@@ -392,22 +550,42 @@ impl Inner {
         })
     }
 
-    async fn render(
-        &self,
-        m: &WebhookMessage,
-        ep: &WebhookEndpoint,
-        format: Format,
-    ) -> Result<String, Prepare> {
-        let event = EventType::from_str(&m.event_type).map_err(Prepare::permanent)?;
+    /// The rows an alert of `m` is rendered from, shared by every message of the same
+    /// event: the first of them loads (four reads), the others (one per endpoint) reuse
+    /// it for [`ROWS_TTL`], so every endpoint renders the same snapshot.
+    async fn rows(&self, m: &WebhookMessage) -> keytrap_store::Result<Arc<AlertRows>> {
+        let key = (m.tenant_id, m.incident_id, m.hit_id);
+        let cell = {
+            let mut map = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if map.len() >= ROWS_MAX {
+                map.retain(|_, (at, _)| now.duration_since(*at) < ROWS_TTL);
+                if map.len() >= ROWS_MAX {
+                    map.clear();
+                }
+            }
+            match map.get(&key) {
+                Some((at, cell)) if now.duration_since(*at) < ROWS_TTL => cell.clone(),
+                _ => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    map.insert(key, (now, cell.clone()));
+                    cell
+                }
+            }
+        };
+        // A failed load is not kept: the next message of the event tries again.
+        cell.get_or_try_init(|| self.load_rows(m)).await.cloned()
+    }
+
+    async fn load_rows(&self, m: &WebhookMessage) -> keytrap_store::Result<Arc<AlertRows>> {
         let t = m.tenant_id;
         let db = &self.db;
-        let transient = |e: keytrap_store::StoreError| Prepare::Transient(e.to_string());
         let incident = match m.incident_id {
-            Some(id) => db.get_incident(t, id).await.map_err(transient)?,
+            Some(id) => db.get_incident(t, id).await?,
             None => None,
         };
         let hit = match m.hit_id {
-            Some(id) => db.get_hit(t, id).await.map_err(transient)?,
+            Some(id) => db.get_hit(t, id).await?,
             None => None,
         };
         let canary_id = hit
@@ -415,7 +593,7 @@ impl Inner {
             .map(|h| h.canary_id)
             .or(incident.as_ref().and_then(|i| i.canary_id));
         let canary = match canary_id {
-            Some(id) => db.get_canary(t, id).await.map_err(transient)?,
+            Some(id) => db.get_canary(t, id).await?,
             None => None,
         };
         let store_id = hit
@@ -423,9 +601,29 @@ impl Inner {
             .map(|h| h.store_id)
             .or(incident.as_ref().map(|i| i.store_id));
         let store = match store_id {
-            Some(id) => db.get_store(t, id).await.map_err(transient)?,
+            Some(id) => db.get_store(t, id).await?,
             None => None,
         };
+        Ok(Arc::new(AlertRows {
+            incident,
+            hit,
+            canary,
+            store,
+        }))
+    }
+
+    async fn render(
+        &self,
+        m: &WebhookMessage,
+        ep: &WebhookEndpoint,
+        format: Format,
+    ) -> Result<String, Prepare> {
+        let event = EventType::from_str(&m.event_type).map_err(Prepare::permanent)?;
+        let rows = self
+            .rows(m)
+            .await
+            .map_err(|e| Prepare::Transient(e.to_string()))?;
+        let (incident, hit, canary, store) = (&rows.incident, &rows.hit, &rows.canary, &rows.store);
         let alert = Alert {
             event,
             message_id: &m.webhook_id,
@@ -447,6 +645,29 @@ impl Inner {
         String::from_utf8(rendered.body).map_err(|e| Prepare::permanent(e.to_string()))
     }
 }
+
+/// Polls `f` once: `true` if it is done.
+fn is_ready<F: Future>(f: std::pin::Pin<&mut F>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    f.poll(&mut cx).is_ready()
+}
+
+/// The rows an alert is rendered from.
+struct AlertRows {
+    incident: Option<keytrap_store::Incident>,
+    hit: Option<keytrap_store::Hit>,
+    canary: Option<keytrap_store::Canary>,
+    store: Option<keytrap_store::Store>,
+}
+
+/// (tenant, incident, hit): the same for every endpoint's message of one event.
+type RowsKey = (Uuid, Option<Uuid>, Option<Uuid>);
+type RowsCell = Arc<tokio::sync::OnceCell<Arc<AlertRows>>>;
+
+/// How long the rows of an event are reused for its other endpoints' messages.
+const ROWS_TTL: Duration = Duration::from_secs(5);
+/// Most events whose rows are kept.
+const ROWS_MAX: usize = 8192;
 
 struct Prepared {
     url: Url,

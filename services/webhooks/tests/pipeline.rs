@@ -543,6 +543,201 @@ async fn rotation_sends_both_signatures(e: Env) {
     }
 }
 
+/// SIGTERM in the middle of a burst: deliveries in flight finish and are stored, a
+/// claimed message still waiting for its endpoint's slot gets its lease back at once
+/// (the next worker delivers it without waiting 2 minutes for the lease to expire), and
+/// nothing is sent twice or after the stop.
+async fn graceful_shutdown(e: Env) {
+    // Each request waits for a permit: the test decides when each one is answered.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let (addr, rx) = receiver(move |_| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.unwrap().forget();
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let (ep, _) = e.endpoint(addr, "/drain").await;
+    for i in 0..6 {
+        e.hit(i).await;
+    }
+    // 6 incident.opened + 1 store.compromised, two slots, a 30 s timeout (lease 2 min).
+    let w = e.worker(Duration::from_secs(30), 2, Duration::from_millis(100));
+    let owner_msgs = || async {
+        let m = e.messages(ep.id).await;
+        let leased = m
+            .iter()
+            .filter(|m| m.status == MessageStatus::Pending && m.lease_owner.is_some())
+            .count();
+        let delivered = m
+            .iter()
+            .filter(|m| m.status == MessageStatus::Delivered)
+            .count();
+        (m.len(), leased, delivered)
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(w.run(async move {
+        let _ = stop_rx.await;
+    }));
+    e.until("two deliveries hanging", || async { rx.count() == 2 })
+        .await;
+    // Answer one: its slot frees, the next claim takes two more (one starts, one waits
+    // for the slot the other hanging request holds).
+    gate.add_permits(1);
+    e.until(
+        "one delivered, three leased, the third request in flight",
+        || async { owner_msgs().await == (7, 3, 1) && rx.count() == 3 },
+    )
+    .await;
+    let _ = stop_tx.send(());
+    e.until("the waiting message's lease given back", || async {
+        owner_msgs().await == (7, 2, 1)
+    })
+    .await;
+    let released: Vec<WebhookMessage> = e
+        .messages(ep.id)
+        .await
+        .into_iter()
+        .filter(|m| m.status == MessageStatus::Pending && m.lease_owner.is_none())
+        .collect();
+    assert_eq!(
+        released.len(),
+        4,
+        "the released one and the three never claimed"
+    );
+    assert!(released.iter().all(|m| m.attempts == 0));
+    assert!(
+        !handle.is_finished(),
+        "the worker waits for its two deliveries in flight"
+    );
+    // The hanging deliveries are answered: they complete and are stored, then the
+    // worker returns.
+    gate.add_permits(100);
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("worker stops once its deliveries are done")
+        .unwrap();
+    assert_eq!(
+        owner_msgs().await,
+        (7, 0, 3),
+        "both in-flight attempts stored"
+    );
+    assert_eq!(rx.count(), 3, "nothing sent after the stop");
+    let ids: Vec<Uuid> = e.messages(ep.id).await.iter().map(|m| m.id).collect();
+    assert_eq!(
+        e.db.list_webhook_attempts(e.tenant.id, &ids)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // A new worker delivers the rest at once: no lease to wait out, nothing twice.
+    let w = e.worker(Duration::from_secs(30), 2, Duration::from_millis(100));
+    let _stop = run(w);
+    e.until("all delivered by the next worker", || async {
+        owner_msgs().await == (7, 0, 7)
+    })
+    .await;
+    let mut ids: Vec<String> = rx
+        .seen()
+        .iter()
+        .map(|s| header(&s.headers, "webhook-id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 7);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "each message sent exactly once");
+}
+
+/// `hit.recorded`: one alert per hit (also for hits that open nothing), only to the
+/// endpoints that list it, with the hit's evidence, the canary (no secret) and the store.
+async fn hit_recorded_is_opt_in(e: Env) {
+    let (addr, rx) = status_receiver(|_| StatusCode::OK).await;
+    let (default_ep, _) = e.endpoint(addr, "/default").await;
+    // A hit before anyone subscribes writes no hit.recorded event.
+    e.hit(0).await;
+    let events =
+        e.db.list_events(e.tenant.id, Page::default())
+            .await
+            .unwrap();
+    assert!(events.iter().all(|ev| ev.event_type != HIT_RECORDED));
+    let (hits_ep, secret) = e.endpoint(addr, "/hits").await;
+    let mut sub = hits_ep.clone();
+    sub.events = vec![HIT_RECORDED.into()];
+    e.db.update_webhook_endpoint(&sub, audit(e.tenant.id, "webhook.update"))
+        .await
+        .unwrap();
+    // Two more hits with the same canary: counted, no new incident event.
+    e.hit(0).await;
+    e.hit(0).await;
+    let w = e.worker(Duration::from_secs(5), 4, Duration::from_millis(100));
+    let _stop = run(w);
+    e.until("both hit alerts delivered", || async {
+        let m = e.messages(hits_ep.id).await;
+        m.len() == 2 && m.iter().all(|m| m.status == MessageStatus::Delivered)
+    })
+    .await;
+    e.until("the incident alerts delivered", || async {
+        let m = e.messages(default_ep.id).await;
+        m.len() == 2 && m.iter().all(|m| m.status == MessageStatus::Delivered)
+    })
+    .await;
+    let mut types: Vec<String> = e
+        .messages(default_ep.id)
+        .await
+        .into_iter()
+        .map(|m| m.event_type)
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["incident.opened", "store.compromised"],
+        "not a default"
+    );
+    let hit_msgs = e.messages(hits_ep.id).await;
+    assert!(hit_msgs.iter().all(|m| m.event_type == HIT_RECORDED));
+    let hits =
+        e.db.list_hits(
+            e.tenant.id,
+            &HitFilter {
+                canary_id: Some(e.canaries[0].id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    let mut alerted: Vec<Uuid> = hit_msgs.iter().map(|m| m.hit_id.unwrap()).collect();
+    alerted.sort();
+    let mut later: Vec<Uuid> = hits[1..].iter().map(|h| h.id).collect();
+    later.sort();
+    assert_eq!(alerted, later, "one alert per hit after the subscription");
+    let seen: Vec<Seen> = rx
+        .seen()
+        .into_iter()
+        .filter(|s| {
+            hit_msgs
+                .iter()
+                .any(|m| m.webhook_id == header(&s.headers, "webhook-id"))
+        })
+        .collect();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        verify(&secret, s).expect("signed");
+        let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+        assert_eq!(body["type"], HIT_RECORDED, "{body}");
+        let d = &body["data"];
+        assert_eq!(d["hit"]["source_ip"], "203.0.113.9", "{body}");
+        assert_eq!(d["hit"]["user_agent"], "ccxt/4.5", "{body}");
+        assert_eq!(d["canary"]["id"], json!(e.canaries[0].id), "{body}");
+        assert_eq!(d["store"]["name"], "prod-users-db", "{body}");
+        let text = body.to_string();
+        assert!(!text.contains("secret"), "no secret in {text}");
+    }
+}
+
 // ---- backends
 
 mod sqlite {
@@ -577,6 +772,14 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rotation_signs_with_both_secrets() {
         rotation_sends_both_signatures(e().await).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_finishes_in_flight_and_releases_the_rest() {
+        graceful_shutdown(e().await).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hit_recorded_only_to_subscribers() {
+        hit_recorded_is_opt_in(e().await).await
     }
 }
 
@@ -613,6 +816,16 @@ mod postgres {
     async fn a_crashed_workers_lease_is_reclaimed() {
         let Some(e) = e().await else { return };
         expired_lease_is_reclaimed(e).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_finishes_in_flight_and_releases_the_rest() {
+        let Some(e) = e().await else { return };
+        graceful_shutdown(e).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hit_recorded_only_to_subscribers() {
+        let Some(e) = e().await else { return };
+        hit_recorded_is_opt_in(e).await
     }
 
     /// With a one-minute poll, only the NOTIFY sent in the hit's transaction can wake
