@@ -297,9 +297,11 @@ async fn under_load(
         )?);
     }
     rx.take();
-    // Samples 50 ms apart (about 20 alerts/s on top of the load), after 1 s of load.
+    // Samples 50 ms apart (about 12 alerts/s on top of the load), after 1 s of load. The
+    // open-loop load has a fixed length: twice the gap per sample leaves each sample
+    // 50 ms for its alert before the samples would outlast the load (warned below).
     let gap = Duration::from_millis(50);
-    let span = Duration::from_secs(2) + gap * (lat.len() as u32) * 3 / 2;
+    let span = Duration::from_secs(2) + gap * (lat.len() as u32) * 2;
     let load = tokio::spawn(crate::load::run(crate::load::Plan {
         addr: trap_addr,
         creds: Arc::new(creds),
