@@ -220,11 +220,19 @@ async fn hit(http: &reqwest::Client, trap: &str, key: &str, secret: &str) -> any
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())?;
     mac.update(q.as_bytes());
     let sig = hex::encode(mac.finalize().into_bytes());
-    let r = http
-        .get(format!("{trap}/binance/api/v3/account?{q}&signature={sig}"))
-        .header("X-MBX-APIKEY", key)
-        .send()
-        .await?;
+    let url = format!("{trap}/binance/api/v3/account?{q}&signature={sig}");
+    let send = || http.get(&url).header("X-MBX-APIKEY", key).send();
+    let r = match send().await {
+        Ok(r) => r,
+        // A pooled keep-alive connection the trap closed as idle (its header-read
+        // timeout) is reset when reused: once, send again on a new one (should the first
+        // have reached the trap after all, the second only counts on its incident).
+        Err(e) if !e.is_timeout() => {
+            eprintln!("note: trap request failed ({e}); sending it again");
+            send().await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !r.status().is_success() {
         bail!("trap answered {}", r.status());
     }
