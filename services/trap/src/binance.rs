@@ -581,7 +581,11 @@ fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> Valu
     let balances: Vec<Value> = assets
         .into_iter()
         .filter_map(|a| {
-            let total = held(canary, a);
+            // From the one list computed above (held() recomputes it per asset).
+            let total = held_list
+                .iter()
+                .find(|(h, _)| *h == a)
+                .map_or(0.0, |(_, v)| *v);
             if omit_zero && total == 0.0 {
                 return None;
             }
