@@ -54,9 +54,10 @@ impl SqliteDatabase {
                 base.clone()
                     .create_if_missing(true)
                     .synchronous(SqliteSynchronous::Full)
-                    // Statement journals in memory: a batch's multi-row INSERT after the
-                    // incident updates spilled its journal to a temporary file past 64 KiB
-                    // (12% of a batch's time in an isolated profile, 3% after).
+                    // Statement journals in memory: a group commit's multi-row hit INSERT
+                    // (not the transaction's only statement) spills its journal to a
+                    // temporary file past 64 KiB; in an isolated profile of the one-script
+                    // experiment (docs/benchmarks.md) that was 12% of a batch, 3% after.
                     .pragma("temp_store", "memory")
                     // Batched statements differ by their row count; keep them prepared.
                     .statement_cache_capacity(400),
