@@ -168,38 +168,29 @@ impl PgDatabase {
         c: &mut sqlx::PgConnection,
         rows: &[(&Hit, Uuid)],
     ) -> Result<()> {
-        let tenants = match self.hit_subscribers.lookup() {
-            HitLookup::Fresh(t) => t,
-            HitLookup::Stale { tenants, refresh } => {
-                // Never in the hit's transaction: a background read replaces it.
-                if let Some(generation) = refresh {
+        let tenants = self
+            .hit_subscribers
+            .tenants(
+                |generation| {
+                    // Never in the hit's transaction: a background read replaces it.
                     let db = self.clone();
                     tokio::spawn(async move {
-                        let read: std::result::Result<Vec<Uuid>, sqlx::Error> =
-                            sqlx::query_scalar(HIT_SUBSCRIBERS)
-                                .fetch_all(db.pool())
-                                .await;
-                        match read {
-                            Ok(t) => {
-                                db.hit_subscribers.set(generation, t);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
-                                db.hit_subscribers.refresh_failed();
-                            }
+                        let read = sqlx::query_scalar(HIT_SUBSCRIBERS)
+                            .fetch_all(db.pool())
+                            .await;
+                        if let Err(e) = db.hit_subscribers.refreshed(generation, read) {
+                            tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
                         }
                     });
-                }
-                tenants
-            }
-            HitLookup::Missing(generation) => {
-                let t: Vec<Uuid> = sqlx::query_scalar(HIT_SUBSCRIBERS)
-                    .fetch_all(&mut *c)
-                    .await
-                    .map_err(backend)?;
-                self.hit_subscribers.set(generation, t)
-            }
-        };
+                },
+                || async {
+                    sqlx::query_scalar(HIT_SUBSCRIBERS)
+                        .fetch_all(&mut *c)
+                        .await
+                        .map_err(backend)
+                },
+            )
+            .await?;
         if tenants.is_empty() {
             return Ok(());
         }

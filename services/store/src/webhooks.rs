@@ -138,6 +138,53 @@ impl HitSubscribers {
         t
     }
 
+    /// Resolves [`lookup`](Self::lookup) the way both backends use it: an answer in the
+    /// cache comes back at once (when it is stale, `refresh` gets the generation and must
+    /// start the background read, reporting it with [`refreshed`](Self::refreshed)); with
+    /// none, `read_now` reads it (in the hit's transaction) and it is kept.
+    pub async fn tenants<E, Fut>(
+        &self,
+        refresh: impl FnOnce(u64),
+        read_now: impl FnOnce() -> Fut,
+    ) -> std::result::Result<std::sync::Arc<Vec<Uuid>>, E>
+    where
+        Fut: std::future::Future<Output = std::result::Result<Vec<Uuid>, E>>,
+    {
+        match self.lookup() {
+            HitLookup::Fresh(t) => Ok(t),
+            HitLookup::Stale {
+                tenants,
+                refresh: due,
+            } => {
+                if let Some(generation) = due {
+                    refresh(generation);
+                }
+                Ok(tenants)
+            }
+            HitLookup::Missing(generation) => Ok(self.set(generation, read_now().await?)),
+        }
+    }
+
+    /// Reports the background read that [`tenants`](Self::tenants) asked for: kept when
+    /// it succeeded; after a failure (returned, for the caller to log) the next lookup
+    /// past the interval tries again.
+    pub fn refreshed<E>(
+        &self,
+        generation: u64,
+        read: std::result::Result<Vec<Uuid>, E>,
+    ) -> std::result::Result<(), E> {
+        match read {
+            Ok(t) => {
+                self.set(generation, t);
+                Ok(())
+            }
+            Err(e) => {
+                self.refresh_failed();
+                Err(e)
+            }
+        }
+    }
+
     /// The background read failed: the next lookup after the interval tries again.
     pub fn refresh_failed(&self) {
         self.state
