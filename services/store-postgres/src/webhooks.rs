@@ -292,6 +292,18 @@ impl PgDatabase {
     ) -> Result<WebhookEndpoint> {
         let at = now();
         let mut tx = self.pool().begin().await.map_err(backend)?;
+        // Undelivered messages are rendered again with the new format and settings (a
+        // kept body would go out with the new format's content type). Messages before
+        // their endpoint: the lock order of a group commit (see `wh_delete`).
+        sqlx::query(
+            "UPDATE webhook_messages SET body = NULL
+             WHERE endpoint_id = $1 AND tenant_id = $2 AND status <> 'delivered'",
+        )
+        .bind(e.id)
+        .bind(e.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         let row = sqlx::query(
             "UPDATE webhook_endpoints SET url = $1, format = $2, events = $3, min_severity = $4,
                store_ids = $5, exchanges = $6, headers = $7, routing_key = $8, updated_at = $9
@@ -312,13 +324,6 @@ impl PgDatabase {
         .await
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
-        // Undelivered messages are rendered again with the new format and settings (a
-        // kept body would go out with the new format's content type).
-        sqlx::query("UPDATE webhook_messages SET body = NULL WHERE endpoint_id = $1 AND status <> 'delivered'")
-            .bind(e.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
         insert_audit(&mut *tx, audit, at).await?;
         tx.commit().await.map_err(backend)?;
         self.hit_subscribers.invalidate();
@@ -391,6 +396,20 @@ impl PgDatabase {
     pub(crate) async fn wh_delete(&self, tenant: Uuid, id: Uuid, audit: NewAudit) -> Result<()> {
         let at = now();
         let mut tx = self.pool().begin().await.map_err(backend)?;
+        // Lock order: a group commit (`wh_complete`) locks messages, then their endpoint.
+        // The cascade of a bare DELETE would take them the other way round (the endpoint,
+        // then its messages) and deadlock with a commit in flight, which PostgreSQL
+        // resolves by aborting one side: a 500 here or a lost attempt record there.
+        // Taking the messages first, in the commit's order, makes the delete wait instead.
+        sqlx::query(
+            "SELECT 1 FROM webhook_messages WHERE endpoint_id = $1 AND tenant_id = $2
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(id)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         let n = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id)

@@ -247,3 +247,145 @@ async fn concurrent_group_commits_store_every_attempt() {
     let distinct: HashSet<Uuid> = attempts.iter().map(|a| a.message_id).collect();
     assert_eq!(distinct.len(), N);
 }
+
+/// What the management API does to an endpoint while a group commit is in flight.
+#[derive(Clone, Copy, Debug)]
+enum EndpointChange {
+    Delete,
+    Update,
+}
+
+/// A group commit (`complete_webhook_attempts`) locks its messages, then their endpoint.
+/// Deleting or editing the endpoint in between must wait for it, not deadlock with it:
+/// PostgreSQL would abort one side (a 500 to the operator, or the attempt records lost).
+/// The commit is replayed here step by step in its lock order on a raw transaction, so
+/// the interleaving that deadlocked is forced rather than hoped for.
+async fn endpoint_change_waits_for_a_commit(change: EndpointChange) {
+    let Some(db) = testing::fresh().await else {
+        return;
+    };
+    let db = Arc::new(db);
+    let t = db
+        .create_tenant("lock-order", false, audit(Uuid::nil(), "tenant.create"))
+        .await
+        .unwrap();
+    let e = db
+        .create_webhook_endpoint(
+            NewWebhookEndpoint {
+                id: Uuid::now_v7(),
+                tenant_id: t.id,
+                url: "https://lock.example.com/".into(),
+                format: "standard".into(),
+                events: vec![],
+                min_severity: None,
+                store_ids: vec![],
+                exchanges: vec![],
+                headers: Default::default(),
+                routing_key: None,
+                secret_sealed: "x".into(),
+            },
+            audit(t.id, "webhook.create"),
+        )
+        .await
+        .unwrap();
+    let m = db
+        .enqueue_webhook_message(
+            NewWebhookMessage {
+                id: Uuid::now_v7(),
+                tenant_id: t.id,
+                endpoint_id: e.id,
+                event_type: TEST_EVENT.into(),
+                payload: json!({}),
+                at: Utc::now(),
+            },
+            audit(t.id, "webhook.test"),
+        )
+        .await
+        .unwrap();
+
+    // The commit's first statement: the message row (it keeps the body it rendered).
+    let mut tx = db.pool().begin().await.unwrap();
+    let commit_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE webhook_messages SET body = 'rendered before the edit' WHERE id = $1")
+        .bind(m.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let op = {
+        let (db, e) = (db.clone(), e.clone());
+        tokio::spawn(async move {
+            match change {
+                EndpointChange::Delete => db
+                    .delete_webhook_endpoint(t.id, e.id, audit(t.id, "webhook.delete"))
+                    .await
+                    .map(|_| ()),
+                EndpointChange::Update => {
+                    let mut e = e;
+                    e.url = "https://lock2.example.com/".into();
+                    db.update_webhook_endpoint(&e, audit(t.id, "webhook.update"))
+                        .await
+                        .map(|_| ())
+                }
+            }
+        })
+    };
+    // Until the operation waits on the commit's lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(commit_pid)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{change:?} never waited on the commit's message lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The commit's last statement: the endpoint row (its failure clock); then it ends.
+    sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
+        .bind(e.id)
+        .execute(&mut *tx)
+        .await
+        .expect("the commit is not the deadlock victim");
+    tx.commit().await.unwrap();
+    op.await
+        .unwrap()
+        .unwrap_or_else(|err| panic!("{change:?} after the commit: {err}"));
+
+    let after = db.get_webhook_endpoint(t.id, e.id).await.unwrap();
+    match change {
+        EndpointChange::Delete => {
+            assert!(after.is_none(), "the endpoint is gone");
+            assert!(db.get_webhook_message(t.id, m.id).await.unwrap().is_none());
+        }
+        EndpointChange::Update => {
+            assert_eq!(after.unwrap().url, "https://lock2.example.com/");
+            let m = db.get_webhook_message(t.id, m.id).await.unwrap().unwrap();
+            assert!(
+                m.body.is_none(),
+                "the undelivered message is rendered again"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_delete_waits_for_a_group_commit() {
+    endpoint_change_waits_for_a_commit(EndpointChange::Delete).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_update_waits_for_a_group_commit() {
+    endpoint_change_waits_for_a_commit(EndpointChange::Update).await;
+}
