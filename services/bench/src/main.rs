@@ -111,6 +111,9 @@ enum Cmd {
         /// Also run the trap role, listening here.
         #[arg(long)]
         trap_listen: Option<String>,
+        /// Serve /metrics here (the trap benchmark reads the group-commit counters).
+        #[arg(long)]
+        health_listen: Option<String>,
         /// Also run the worker role (webhooks may reach 127.0.0.0/8).
         #[arg(long)]
         worker: bool,
@@ -153,8 +156,15 @@ fn main() -> anyhow::Result<()> {
             database_url,
             api_listen,
             trap_listen,
+            health_listen,
             worker,
-        } => rt.block_on(serve(database_url, api_listen, trap_listen, worker)),
+        } => rt.block_on(serve(
+            database_url,
+            api_listen,
+            trap_listen,
+            health_listen,
+            worker,
+        )),
         Cmd::Alerts {
             samples,
             endpoints,
@@ -244,6 +254,7 @@ async fn serve(
     database_url: String,
     api_listen: String,
     trap_listen: Option<String>,
+    health_listen: Option<String>,
     worker: bool,
 ) -> anyhow::Result<()> {
     let mut roles = vec![keytrap::config::Role::Api];
@@ -264,7 +275,7 @@ async fn serve(
         admin_token: Some(ADMIN_TOKEN.into()),
         api_listen: api_listen.parse()?,
         trap_listen: trap_listen.as_deref().unwrap_or("127.0.0.1:0").parse()?,
-        health_listen: None,
+        health_listen: health_listen.as_deref().map(str::parse).transpose()?,
         http: keytrap::http::Limits::default(),
         roles,
         trap: Default::default(),

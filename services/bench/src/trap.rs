@@ -280,6 +280,8 @@ async fn run_backend(
 ) -> anyhow::Result<()> {
     let api_port = free_port()?;
     let trap_port = free_port()?;
+    let health_port = free_port()?;
+    let metrics = format!("http://127.0.0.1:{health_port}/metrics");
     let api = format!("http://127.0.0.1:{api_port}");
     let trap: SocketAddr = format!("127.0.0.1:{trap_port}").parse()?;
     let child = Child::spawn(&[
@@ -288,6 +290,8 @@ async fn run_backend(
         &format!("127.0.0.1:{api_port}"),
         "--trap-listen",
         &trap.to_string(),
+        "--health-listen",
+        &format!("127.0.0.1:{health_port}"),
     ])?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -321,14 +325,18 @@ async fn run_backend(
         duration: args.duration,
         rate,
     };
+    let c0 = Commits::read(&http, &metrics).await?;
     let unk = measure(child.pid, plan(unknown, Expect::InvalidKey, None)).await?;
+    let c1 = Commits::read(&http, &metrics).await?;
     let valid = measure(child.pid, plan(&creds, Expect::Valid, None)).await?;
+    let c2 = Commits::read(&http, &metrics).await?;
     let target_rate = valid.report.rate() * args.rate_fraction;
     let open = measure(
         child.pid,
         plan(&creds, Expect::Valid, Some(target_rate.max(1.0))),
     )
     .await?;
+    let c3 = Commits::read(&http, &metrics).await?;
     let peak_rss = rss.finish().await;
     let hwm = status_kb(child.pid, "VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0);
 
@@ -339,12 +347,15 @@ async fn run_backend(
 
     println!("trap on {backend} (keytrap serve, API + trap roles; peak RSS sampled {peak_rss:.1} MB, VmHWM {hwm:.1} MB):");
     line("unknown keys, closed loop", &unk, Some(base_rate));
+    c1.since(&c0, &unk);
     line("valid canaries, closed loop", &valid, Some(base_rate));
+    c2.since(&c1, &valid);
     line(
         &format!("valid canaries, open loop {target_rate:.0}/s"),
         &open,
         Some(base_rate),
     );
+    c3.since(&c2, &open);
     println!(
         "  hits: {answered} answered 200 (warm-up included), {recorded} valid-signature hits \
          recorded -> {}",
@@ -375,6 +386,55 @@ async fn run_backend(
         bail!("{answered} canary requests answered 200 but only {recorded} hits recorded");
     }
     Ok(())
+}
+
+/// The trap's group-commit counters from `/metrics`.
+#[derive(Debug, Default)]
+struct Commits {
+    events: f64,
+    commits: f64,
+    busy_seconds: f64,
+}
+
+impl Commits {
+    async fn read(http: &reqwest::Client, url: &str) -> anyhow::Result<Commits> {
+        let text = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let value = |name: &str| -> anyhow::Result<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("{name} missing from /metrics"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} is not a number"))
+        };
+        Ok(Commits {
+            events: value("keytrap_trap_events_committed_total")?,
+            commits: value("keytrap_trap_commits_total")?,
+            busy_seconds: value("keytrap_trap_commit_seconds_total")?,
+        })
+    }
+
+    /// Prints the run's share of the counters: events per transaction, transactions per
+    /// second, and how busy the single writer was (its time in the database over wall time).
+    fn since(&self, before: &Commits, m: &Measured) {
+        let (events, commits) = (self.events - before.events, self.commits - before.commits);
+        let busy = self.busy_seconds - before.busy_seconds;
+        // Both the counters and the wall time span the warm-up too.
+        let wall = m.wall.max(1e-9);
+        println!(
+            "      group commit: {:.1} events/commit, {:.0} commits/s, {:.0} us/commit, writer busy {:.0}%",
+            events / commits.max(1.0),
+            commits / wall,
+            busy / commits.max(1.0) * 1e6,
+            busy / wall * 100.0,
+        );
+    }
 }
 
 /// Mints `n` Binance and `n` Bybit canaries through the API; returns their credentials,

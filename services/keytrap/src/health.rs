@@ -112,6 +112,13 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
+        let _ = writeln!(out, "# HELP keytrap_trap_commit_seconds_total Time the trap's writer spent in the database (busy share = rate of this).");
+        let _ = writeln!(out, "# TYPE keytrap_trap_commit_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "keytrap_trap_commit_seconds_total {}",
+            s.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
     }
     (
         StatusCode::OK,

@@ -420,6 +420,17 @@ async fn slow_clients_big_heads_and_the_health_listener() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // An unknown (well-formed) key goes through the group commit: the counters below move.
+    let r = client
+        .get(format!(
+            "{}/binance/api/v3/account?timestamp=1&signature=00",
+            s.trap
+        ))
+        .header("X-MBX-APIKEY", "A".repeat(64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // The health listener.
     let r = client
@@ -447,10 +458,19 @@ async fn slow_clients_big_heads_and_the_health_listener() {
         "{text}"
     );
     assert!(text.contains("keytrap_role{role=\"trap\"} 1"), "{text}");
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+            .parse()
+            .unwrap()
+    };
     assert!(
-        text.contains("keytrap_trap_events_committed_total"),
+        metric("keytrap_trap_events_committed_total") >= 1.0,
         "{text}"
     );
+    assert!(metric("keytrap_trap_commits_total") >= 1.0, "{text}");
+    assert!(metric("keytrap_trap_commit_seconds_total") > 0.0, "{text}");
     // The trap's port has no health paths: it answers like a web server that does not
     // know them.
     let r = client

@@ -48,6 +48,9 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Transactions committed (events / batches = the group-commit sharing).
     pub batches: AtomicU64,
+    /// Nanoseconds the writer spent in the database (committing or failing): over wall
+    /// time, how busy the single writer is.
+    pub busy_nanos: AtomicU64,
 }
 
 impl Recorder {
@@ -104,7 +107,14 @@ async fn run(
             }
         }
         let batch = events.len();
-        match db.record_trap_events(&events).await {
+        let started = std::time::Instant::now();
+        let result = db.record_trap_events(&events).await;
+        let busy = |stats: &Stats, since: std::time::Instant| {
+            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            stats.busy_nanos.fetch_add(ns, Ordering::Relaxed);
+        };
+        busy(&stats, started);
+        match result {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -118,6 +128,7 @@ async fn run(
                 // One bad event must not lose the others: retry each on its own.
                 tracing::error!(error = %e, batch = events.len(), "trap batch failed; retrying events one by one");
                 for (event, w) in events.iter().zip(waiters.drain(..)) {
+                    let started = std::time::Instant::now();
                     let ok = db
                         .record_trap_events(std::slice::from_ref(event))
                         .await
@@ -125,6 +136,7 @@ async fn run(
                             |e| tracing::error!(error = %e, "trap event could not be recorded"),
                         )
                         .is_ok();
+                    busy(&stats, started);
                     let counter = if ok {
                         stats.batches.fetch_add(1, Ordering::Relaxed);
                         &stats.committed
