@@ -394,6 +394,10 @@ struct Commits {
     events: f64,
     commits: f64,
     busy_seconds: f64,
+    /// Database calls timed, and those done within 5 ms and within 20 ms.
+    timed: f64,
+    within_5ms: f64,
+    within_20ms: f64,
 }
 
 impl Commits {
@@ -417,6 +421,9 @@ impl Commits {
             events: value("keytrap_trap_events_committed_total")?,
             commits: value("keytrap_trap_commits_total")?,
             busy_seconds: value("keytrap_trap_commit_seconds_total")?,
+            timed: value("keytrap_trap_commit_duration_seconds_count")?,
+            within_5ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.005\"}")?,
+            within_20ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.02\"}")?,
         })
     }
 
@@ -427,12 +434,16 @@ impl Commits {
         let busy = self.busy_seconds - before.busy_seconds;
         // Both the counters and the wall time span the warm-up too.
         let wall = m.wall.max(1e-9);
+        let timed = self.timed - before.timed;
         println!(
-            "      group commit: {:.1} events/commit, {:.0} commits/s, {:.0} us/commit, writer busy {:.0}%",
+            "      group commit: {:.1} events/commit, {:.0} commits/s, {:.0} us/commit, writer busy {:.0}%; \
+             commits over 5 ms: {:.0}, over 20 ms: {:.0}",
             events / commits.max(1.0),
             commits / wall,
             busy / commits.max(1.0) * 1e6,
             busy / wall * 100.0,
+            timed - (self.within_5ms - before.within_5ms),
+            timed - (self.within_20ms - before.within_20ms),
         );
     }
 }

@@ -114,11 +114,28 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
         }
         let _ = writeln!(out, "# HELP keytrap_trap_commit_seconds_total Time the trap's writer spent in the database (busy share = rate of this).");
         let _ = writeln!(out, "# TYPE keytrap_trap_commit_seconds_total counter");
+        let busy = s.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "keytrap_trap_commit_seconds_total {busy}");
+        let name = "keytrap_trap_commit_duration_seconds";
         let _ = writeln!(
             out,
-            "keytrap_trap_commit_seconds_total {}",
-            s.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9
+            "# HELP {name} Duration of the trap writer's database calls (one per group commit)."
         );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, n) in keytrap_trap::recorder::COMMIT_BUCKETS
+            .iter()
+            .zip(&s.commit_buckets)
+        {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let count = s.commit_observations.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {busy}");
+        let _ = writeln!(out, "{name}_count {count}");
     }
     (
         StatusCode::OK,

@@ -471,6 +471,16 @@ async fn slow_clients_big_heads_and_the_health_listener() {
     );
     assert!(metric("keytrap_trap_commits_total") >= 1.0, "{text}");
     assert!(metric("keytrap_trap_commit_seconds_total") > 0.0, "{text}");
+    // The histogram is cumulative and counts every timed commit.
+    let count = metric("keytrap_trap_commit_duration_seconds_count");
+    assert!(count >= 1.0, "{text}");
+    let fast = metric("keytrap_trap_commit_duration_seconds_bucket{le=\"0.001\"}");
+    let slow = metric("keytrap_trap_commit_duration_seconds_bucket{le=\"0.1\"}");
+    assert!(fast <= slow && slow <= count, "{text}");
+    assert_eq!(
+        metric("keytrap_trap_commit_duration_seconds_bucket{le=\"+Inf\"}"),
+        count
+    );
     // The trap's port has no health paths: it answers like a web server that does not
     // know them.
     let r = client

@@ -51,6 +51,28 @@ pub struct Stats {
     /// Nanoseconds the writer spent in the database (committing or failing): over wall
     /// time, how busy the single writer is.
     pub busy_nanos: AtomicU64,
+    /// Transactions by how long they took: `commit_buckets[i]` counts those that took at
+    /// most [`COMMIT_BUCKETS`]`[i]` seconds (cumulative, as a Prometheus histogram).
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    /// Database calls timed (the histogram's count: batches, failed ones and retries).
+    pub commit_observations: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the commit-duration histogram.
+pub const COMMIT_BUCKETS: [f64; 6] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.1];
+
+impl Stats {
+    fn observe(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_nanos.fetch_add(ns, Ordering::Relaxed);
+        self.commit_observations.fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        for (bound, n) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
+            if secs <= *bound {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Recorder {
@@ -109,11 +131,7 @@ async fn run(
         let batch = events.len();
         let started = std::time::Instant::now();
         let result = db.record_trap_events(&events).await;
-        let busy = |stats: &Stats, since: std::time::Instant| {
-            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            stats.busy_nanos.fetch_add(ns, Ordering::Relaxed);
-        };
-        busy(&stats, started);
+        stats.observe(started.elapsed());
         match result {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +154,7 @@ async fn run(
                             |e| tracing::error!(error = %e, "trap event could not be recorded"),
                         )
                         .is_ok();
-                    busy(&stats, started);
+                    stats.observe(started.elapsed());
                     let counter = if ok {
                         stats.batches.fetch_add(1, Ordering::Relaxed);
                         &stats.committed
