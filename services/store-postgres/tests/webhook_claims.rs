@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use keytrap_store::*;
-use keytrap_store_postgres::testing;
+use keytrap_store_postgres::{testing, PgDatabase};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -22,6 +22,45 @@ fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
     }
 }
 
+/// A webhook endpoint of `tenant` at `url`, every event, standard format.
+async fn endpoint(db: &PgDatabase, tenant: Uuid, url: String) -> WebhookEndpoint {
+    db.create_webhook_endpoint(
+        NewWebhookEndpoint {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            url,
+            format: "standard".into(),
+            events: vec![],
+            min_severity: None,
+            store_ids: vec![],
+            exchanges: vec![],
+            headers: Default::default(),
+            routing_key: None,
+            secret_sealed: "x".into(),
+        },
+        audit(tenant, "webhook.create"),
+    )
+    .await
+    .unwrap()
+}
+
+/// A test message queued for `endpoint`.
+async fn enqueue(db: &PgDatabase, tenant: Uuid, endpoint: Uuid) -> WebhookMessage {
+    db.enqueue_webhook_message(
+        NewWebhookMessage {
+            id: Uuid::now_v7(),
+            tenant_id: tenant,
+            endpoint_id: endpoint,
+            event_type: TEST_EVENT.into(),
+            payload: json!({}),
+            at: Utc::now(),
+        },
+        audit(tenant, "webhook.test"),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_share_a_message() {
     let Some(db) = testing::fresh().await else {
@@ -34,42 +73,12 @@ async fn concurrent_claimers_never_share_a_message() {
         .unwrap();
     let mut endpoints = Vec::new();
     for i in 0..4 {
-        let e = db
-            .create_webhook_endpoint(
-                NewWebhookEndpoint {
-                    id: Uuid::now_v7(),
-                    tenant_id: t.id,
-                    url: format!("https://h{i}.example.com/"),
-                    format: "standard".into(),
-                    events: vec![],
-                    min_severity: None,
-                    store_ids: vec![],
-                    exchanges: vec![],
-                    headers: Default::default(),
-                    routing_key: None,
-                    secret_sealed: "x".into(),
-                },
-                audit(t.id, "webhook.create"),
-            )
-            .await
-            .unwrap();
+        let e = endpoint(&db, t.id, format!("https://h{i}.example.com/")).await;
         endpoints.push(e.id);
     }
     const N: usize = 400;
     for i in 0..N {
-        db.enqueue_webhook_message(
-            NewWebhookMessage {
-                id: Uuid::now_v7(),
-                tenant_id: t.id,
-                endpoint_id: endpoints[i % endpoints.len()],
-                event_type: TEST_EVENT.into(),
-                payload: json!({}),
-                at: Utc::now(),
-            },
-            audit(t.id, "webhook.test"),
-        )
-        .await
-        .unwrap();
+        enqueue(&db, t.id, endpoints[i % endpoints.len()]).await;
     }
     // Two claimers race in small batches until the queue is empty.
     let claimer = |name: &'static str| {
@@ -127,42 +136,12 @@ async fn concurrent_group_commits_store_every_attempt() {
         .unwrap();
     let mut endpoints = Vec::new();
     for i in 0..3 {
-        let e = db
-            .create_webhook_endpoint(
-                NewWebhookEndpoint {
-                    id: Uuid::now_v7(),
-                    tenant_id: t.id,
-                    url: format!("https://c{i}.example.com/"),
-                    format: "standard".into(),
-                    events: vec![],
-                    min_severity: None,
-                    store_ids: vec![],
-                    exchanges: vec![],
-                    headers: Default::default(),
-                    routing_key: None,
-                    secret_sealed: "x".into(),
-                },
-                audit(t.id, "webhook.create"),
-            )
-            .await
-            .unwrap();
+        let e = endpoint(&db, t.id, format!("https://c{i}.example.com/")).await;
         endpoints.push(e.id);
     }
     const N: usize = 600;
     for i in 0..N {
-        db.enqueue_webhook_message(
-            NewWebhookMessage {
-                id: Uuid::now_v7(),
-                tenant_id: t.id,
-                endpoint_id: endpoints[i % endpoints.len()],
-                event_type: TEST_EVENT.into(),
-                payload: json!({}),
-                at: Utc::now(),
-            },
-            audit(t.id, "webhook.test"),
-        )
-        .await
-        .unwrap();
+        enqueue(&db, t.id, endpoints[i % endpoints.len()]).await;
     }
     let worker = |name: &'static str| {
         let db = db.clone();
@@ -269,39 +248,8 @@ async fn endpoint_change_waits_for_a_commit(change: EndpointChange) {
         .create_tenant("lock-order", false, audit(Uuid::nil(), "tenant.create"))
         .await
         .unwrap();
-    let e = db
-        .create_webhook_endpoint(
-            NewWebhookEndpoint {
-                id: Uuid::now_v7(),
-                tenant_id: t.id,
-                url: "https://lock.example.com/".into(),
-                format: "standard".into(),
-                events: vec![],
-                min_severity: None,
-                store_ids: vec![],
-                exchanges: vec![],
-                headers: Default::default(),
-                routing_key: None,
-                secret_sealed: "x".into(),
-            },
-            audit(t.id, "webhook.create"),
-        )
-        .await
-        .unwrap();
-    let m = db
-        .enqueue_webhook_message(
-            NewWebhookMessage {
-                id: Uuid::now_v7(),
-                tenant_id: t.id,
-                endpoint_id: e.id,
-                event_type: TEST_EVENT.into(),
-                payload: json!({}),
-                at: Utc::now(),
-            },
-            audit(t.id, "webhook.test"),
-        )
-        .await
-        .unwrap();
+    let e = endpoint(&db, t.id, "https://lock.example.com/".into()).await;
+    let m = enqueue(&db, t.id, e.id).await;
 
     // The commit's first statement: the message row (it keeps the body it rendered).
     let mut tx = db.pool().begin().await.unwrap();
