@@ -45,6 +45,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("database unavailable")]
     Unavailable,
+    /// A concurrent change won; nothing was changed and the request may be retried.
+    #[error(
+        "the database is busy with a concurrent change; nothing was changed, retry the request"
+    )]
+    Busy,
     /// Logged with its context; the client sees only "internal error".
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,7 +70,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable | ApiError::Busy => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -92,6 +99,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if matches!(self, ApiError::Busy) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -107,6 +118,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Busy(e) => {
+                tracing::warn!(error = %e, "a concurrent change won; the client is told to retry");
+                ApiError::Busy
+            }
             StoreError::Corrupt(_) | StoreError::Backend(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -164,4 +179,49 @@ fn source_text(e: &dyn std::error::Error) -> String {
         cur = err.source();
     }
     top
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn answer(e: StoreError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let resp = ApiError::from(e).into_response();
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = futures_body(resp);
+        (status, retry, body)
+    }
+
+    fn futures_body(resp: Response) -> serde_json::Value {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(resp.into_body(), 1 << 16))
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_lost_race_is_a_retryable_503_and_other_database_errors_a_500() {
+        let io =
+            || Box::new(std::io::Error::other("x")) as Box<dyn std::error::Error + Send + Sync>;
+        let (status, retry, body) = answer(StoreError::Busy(io()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(body["error"]["message"].as_str().unwrap().contains("retry"));
+
+        let (status, retry, body) = answer(StoreError::Backend(io()));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry, None);
+        assert_eq!(
+            body["error"]["message"], "internal error",
+            "details stay in the log"
+        );
+    }
 }

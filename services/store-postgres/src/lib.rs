@@ -59,7 +59,21 @@ impl PgDatabase {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    let busy = (&e as &(dyn std::error::Error + 'static))
+        .downcast_ref::<sqlx::Error>()
+        .is_some_and(is_busy);
+    if busy {
+        StoreError::Busy(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// SQLSTATEs of a transaction that lost to a concurrent one and changed nothing:
+/// serialization failure, deadlock detected, lock not available.
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("40001" | "40P01" | "55P03")))
 }
 
 fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {

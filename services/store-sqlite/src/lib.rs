@@ -94,7 +94,21 @@ impl SqliteDatabase {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    let busy = (&e as &(dyn std::error::Error + 'static))
+        .downcast_ref::<sqlx::Error>()
+        .is_some_and(is_busy);
+    if busy {
+        StoreError::Busy(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code): another connection, e.g. a
+/// backup tool or a second process on the same file, held the lock past the busy timeout.
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)))
 }
 
 /// Maps a unique violation to `Conflict(what)`, anything else to `Backend`.

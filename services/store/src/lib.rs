@@ -34,6 +34,11 @@ pub enum StoreError {
     /// A stored value the code cannot read (e.g. an unknown exchange id).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A concurrent transaction won (deadlock, serialization failure, lock timeout, a
+    /// locked database file): nothing was changed, and the same call may succeed if
+    /// retried.
+    #[error("database busy: {0}")]
+    Busy(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("database error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
