@@ -59,14 +59,7 @@ impl PgDatabase {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    let busy = (&e as &(dyn std::error::Error + 'static))
-        .downcast_ref::<sqlx::Error>()
-        .is_some_and(is_busy);
-    if busy {
-        StoreError::Busy(Box::new(e))
-    } else {
-        StoreError::Backend(Box::new(e))
-    }
+    StoreError::from_database(e, |e| e.downcast_ref::<sqlx::Error>().is_some_and(is_busy))
 }
 
 /// SQLSTATEs of a transaction that lost to a concurrent one and changed nothing:

@@ -94,14 +94,7 @@ impl SqliteDatabase {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    let busy = (&e as &(dyn std::error::Error + 'static))
-        .downcast_ref::<sqlx::Error>()
-        .is_some_and(is_busy);
-    if busy {
-        StoreError::Busy(Box::new(e))
-    } else {
-        StoreError::Backend(Box::new(e))
-    }
+    StoreError::from_database(e, |e| e.downcast_ref::<sqlx::Error>().is_some_and(is_busy))
 }
 
 /// `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code): another connection, e.g. a

@@ -43,6 +43,21 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// A database driver's error: `Busy` when the backend's `busy` reads it as a lost
+    /// race with a concurrent transaction (retryable), `Backend` otherwise.
+    pub fn from_database(
+        e: impl std::error::Error + Send + Sync + 'static,
+        busy: impl FnOnce(&(dyn std::error::Error + 'static)) -> bool,
+    ) -> StoreError {
+        if busy(&e) {
+            StoreError::Busy(Box::new(e))
+        } else {
+            StoreError::Backend(Box::new(e))
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The storage contract. Object-safe (`Arc<dyn Database>`): one copy of every handler is
@@ -263,4 +278,22 @@ pub trait Database: Send + Sync + 'static {
     async fn release_webhook_leases(&self, owner: &str, ids: &[Uuid]) -> Result<u64>;
 
     // ==== webhooks (alerts) — end block.
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::StoreError;
+
+    #[test]
+    fn from_database_is_busy_only_when_the_backend_says_so() {
+        let io = || std::io::Error::other("locked");
+        assert!(matches!(
+            StoreError::from_database(io(), |e| e.downcast_ref::<std::io::Error>().is_some()),
+            StoreError::Busy(_)
+        ));
+        assert!(matches!(
+            StoreError::from_database(io(), |_| false),
+            StoreError::Backend(_)
+        ));
+    }
 }
