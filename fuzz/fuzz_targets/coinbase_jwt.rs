@@ -61,11 +61,14 @@ fuzz_target!(|data: &[u8]| {
         input.method.as_str(),
         input.path
     );
+    // `$URI` is filled last: the path in it is fuzzed and may itself hold `$NOW` or
+    // `$KEY`, which must reach the claim as written, or the claim no longer names the
+    // request's path and ccxt's own token would rightly be refused.
     let fill = |t: &str| {
         t.replace("$KEY", &creds.api_key)
-            .replace("$URI", &uri)
             .replace("$NOW+120", &(now + 120).to_string())
             .replace("$NOW", &now.to_string())
+            .replace("$URI", &uri)
     };
     let signing_input = format!(
         "{}.{}",

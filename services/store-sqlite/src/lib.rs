@@ -20,9 +20,14 @@ use uuid::Uuid;
 
 mod placements;
 mod trap;
+mod trap_writer;
 mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a connection waits for a lock held by another (a backup tool, a second
+/// process on the same file) before giving up with `Busy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rows per INSERT statement in bulk inserts (12 binds a row, well under SQLite's 32766).
 const INSERT_CHUNK: usize = 1_000;
@@ -32,8 +37,12 @@ const INSERT_CHUNK: usize = 1_000;
 pub struct SqliteDatabase {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// `hit.recorded` subscribers, cached for the trap (see `webhooks.rs`).
+    /// `hit.recorded` subscribers, cached for the trap (see `trap_writer.rs`).
     hit_subscribers: std::sync::Arc<HitSubscribers>,
+    /// The trap's own connection for its group commit (see `trap_writer.rs`).
+    trap: trap_writer::SharedTrapConn,
+    /// The runtime the pools were opened on (the trap writer's thread blocks on it).
+    runtime: tokio::runtime::Handle,
 }
 
 impl SqliteDatabase {
@@ -43,7 +52,7 @@ impl SqliteDatabase {
         let base = SqliteConnectOptions::from_str(url)
             .map_err(backend)?
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         // No liveness ping before each acquire: the connections are in-process (a ping is
         // one more hop to the connection's thread and back, on every group commit).
@@ -65,6 +74,7 @@ impl SqliteDatabase {
             .await
             .map_err(backend)?;
         MIGRATOR.run(&writer).await.map_err(backend)?;
+        let trap = trap_writer::TrapConn::open(base.get_filename(), BUSY_TIMEOUT)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(12)
             .test_before_acquire(false)
@@ -75,6 +85,8 @@ impl SqliteDatabase {
             writer,
             reader,
             hit_subscribers: Default::default(),
+            trap: std::sync::Arc::new(trap),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -594,6 +606,10 @@ impl Database for SqliteDatabase {
 
     async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()> {
         self.trap_record(batch).await
+    }
+
+    fn trap_writer(&self) -> Option<Box<dyn TrapWriter>> {
+        Some(Box::new(trap_writer::SqliteTrapWriter::new(self.clone())))
     }
 
     async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>> {

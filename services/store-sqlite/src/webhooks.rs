@@ -80,69 +80,11 @@ fn to_json<T: ToJsonText + ?Sized>(v: &T) -> String {
 }
 
 /// The tenants with an enabled endpoint subscribed to `hit.recorded`.
-const HIT_SUBSCRIBERS: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints
+pub(crate) const HIT_SUBSCRIBERS: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints
                      WHERE enabled = 1 AND EXISTS
                        (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = 'hit.recorded')";
 
 impl SqliteDatabase {
-    /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
-    /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
-    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
-    /// no more than before.
-    pub(crate) async fn insert_hit_events(
-        &self,
-        c: &mut sqlx::SqliteConnection,
-        rows: &[(&Hit, Uuid)],
-    ) -> Result<()> {
-        let tenants = self
-            .hit_subscribers
-            .tenants(
-                |generation| {
-                    // Never in the hit's transaction: a background read replaces it.
-                    let db = self.clone();
-                    tokio::spawn(async move {
-                        let read = sqlx::query_scalar(HIT_SUBSCRIBERS)
-                            .fetch_all(db.reader())
-                            .await;
-                        if let Err(e) = db.hit_subscribers.refreshed(generation, read) {
-                            tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
-                        }
-                    });
-                },
-                || async {
-                    sqlx::query_scalar(HIT_SUBSCRIBERS)
-                        .fetch_all(&mut *c)
-                        .await
-                        .map_err(backend)
-                },
-            )
-            .await?;
-        if tenants.is_empty() {
-            return Ok(());
-        }
-        let wanted: Vec<&(&Hit, Uuid)> = rows
-            .iter()
-            .filter(|(h, _)| tenants.binary_search(&h.tenant_id).is_ok())
-            .collect();
-        // 7 parameters a row, well under SQLite's limit.
-        for chunk in wanted.chunks(500) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (id, tenant_id, event_type, incident_id, hit_id, payload, created_at) ",
-            );
-            q.push_values(chunk, |mut b, (h, incident)| {
-                b.push_bind(Uuid::now_v7())
-                    .push_bind(h.tenant_id)
-                    .push_bind(HIT_RECORDED)
-                    .push_bind(*incident)
-                    .push_bind(h.id)
-                    .push_bind(hit_event_payload(h, *incident).to_string())
-                    .push_bind(ms(h.received_at));
-            });
-            q.build().execute(&mut *c).await.map_err(backend)?;
-        }
-        Ok(())
-    }
-
     pub(crate) async fn wh_create(
         &self,
         e: NewWebhookEndpoint,

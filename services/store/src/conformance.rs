@@ -31,6 +31,7 @@ macro_rules! conformance_suite {
             trap_orders_are_remembered_per_canary,
             trap_nonces_strictly_increase_per_canary,
             trap_batches_count_open_incidents_in_bulk,
+            trap_writer_records_like_record_trap_events,
             incident_status_is_scoped_and_audited,
             // ---- placements (issue 5)
             placements_record_list_and_delete,
@@ -788,24 +789,70 @@ pub async fn trap_orders_are_remembered_per_canary(db: &dyn Database) {
 /// A batch mixing counted hits (open incident already at or above) for one canary with
 /// an escalation for another: counts, canary counts, escalation events and each hit's
 /// incident come out exactly as if the hits had been committed one by one.
+/// Records `batch` through [`Database::record_trap_events`], or with `writer` through
+/// the backend's synchronous [`TrapWriter`] on a blocking thread (as the trap's recorder
+/// runs it); returns the writer for the next batch.
+async fn record_via(
+    db: &dyn Database,
+    writer: Option<Box<dyn TrapWriter>>,
+    batch: Vec<TrapEvent>,
+) -> Option<Box<dyn TrapWriter>> {
+    match writer {
+        None => {
+            db.record_trap_events(&batch).await.unwrap();
+            None
+        }
+        Some(mut w) => tokio::task::spawn_blocking(move || {
+            w.record(&batch).unwrap();
+            w.idle();
+            w
+        })
+        .await
+        .map(Some)
+        .unwrap(),
+    }
+}
+
 pub async fn trap_batches_count_open_incidents_in_bulk(db: &dyn Database) {
-    let (t, s, cs) = planted(db, 360).await;
-    db.record_trap_events(&[
-        hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
-        hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
-    ])
-    .await
-    .unwrap();
+    count_open_incidents_in_bulk(db, 360, None).await;
+}
+
+/// The same batches through the backend's synchronous writer, where it has one, give
+/// the same incidents, hits and events.
+pub async fn trap_writer_records_like_record_trap_events(db: &dyn Database) {
+    if let Some(w) = db.trap_writer() {
+        count_open_incidents_in_bulk(db, 370, Some(w)).await;
+    }
+}
+
+async fn count_open_incidents_in_bulk(
+    db: &dyn Database,
+    n: u64,
+    writer: Option<Box<dyn TrapWriter>>,
+) {
+    let (t, s, cs) = planted(db, n).await;
+    let writer = record_via(
+        db,
+        writer,
+        vec![
+            hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
+            hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
+        ],
+    )
+    .await;
     let before = db.list_events(t.id, Page::default()).await.unwrap().len();
-    db.record_trap_events(&[
-        hit(&cs[0], Severity::Low, SignatureState::Missing, "read"),
-        hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
-        hit(&cs[0], Severity::High, SignatureState::Valid, "read"),
-        hit(&cs[1], Severity::High, SignatureState::Valid, "read"),
-        hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
-    ])
-    .await
-    .unwrap();
+    record_via(
+        db,
+        writer,
+        vec![
+            hit(&cs[0], Severity::Low, SignatureState::Missing, "read"),
+            hit(&cs[1], Severity::Low, SignatureState::Invalid, "read"),
+            hit(&cs[0], Severity::High, SignatureState::Valid, "read"),
+            hit(&cs[1], Severity::High, SignatureState::Valid, "read"),
+            hit(&cs[0], Severity::Critical, SignatureState::Valid, "trade"),
+        ],
+    )
+    .await;
     let incidents = db
         .list_incidents(t.id, &IncidentFilter::default())
         .await

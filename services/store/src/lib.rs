@@ -60,6 +60,15 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The trap's group commit, run synchronously on the recorder's own thread (see
+/// [`Database::trap_writer`]). Same contract as [`Database::record_trap_events`].
+pub trait TrapWriter: Send {
+    /// Records `batch` in one transaction, all or nothing; blocks until it is durable.
+    fn record(&mut self, batch: &[TrapEvent]) -> Result<()>;
+    /// Nothing more is queued: release whatever keeps other writers waiting.
+    fn idle(&mut self) {}
+}
+
 /// The storage contract. Object-safe (`Arc<dyn Database>`): one copy of every handler is
 /// compiled instead of one per backend, and a boxed future per call costs nothing next to
 /// an SQL round trip.
@@ -124,6 +133,14 @@ pub trait Database: Send + Sync + 'static {
     /// The group commit: every hit (with its incident changes and events) and every
     /// unknown-key sighting of the batch, in one transaction. All or nothing.
     async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()>;
+    /// A synchronous writer for the same group commit, for the trap's recorder to run on
+    /// a thread of its own. A backend whose driver hands every statement to another
+    /// thread (sqlx's SQLite) returns one, so a batch costs no hop between threads per
+    /// statement; `None` (the default): the recorder awaits
+    /// [`record_trap_events`](Self::record_trap_events) on the runtime.
+    fn trap_writer(&self) -> Option<Box<dyn TrapWriter>> {
+        None
+    }
     async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>>;
     async fn get_incident(&self, tenant: Uuid, id: Uuid) -> Result<Option<Incident>>;
     async fn list_incidents(&self, tenant: Uuid, filter: &IncidentFilter) -> Result<Vec<Incident>>;

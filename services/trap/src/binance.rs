@@ -54,12 +54,12 @@ pub struct Binance;
 
 /// A Binance success answer.
 fn ok(body: Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, JSON_CT)],
-        body.to_string(),
-    )
-        .into_response()
+    ok_text(body.to_string())
+}
+
+/// [`ok`] with the body already serialized.
+fn ok_text(body: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, JSON_CT)], body).into_response()
 }
 
 /// A Binance error answer: `{"code":-1022,"msg":"..."}` in that key order.
@@ -570,7 +570,47 @@ fn uid(canary: Uuid) -> u64 {
     100_000_000 + fnv(&[canary.as_bytes(), b"uid"]) % 900_000_000
 }
 
-fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> Value {
+#[derive(serde::Serialize)]
+struct Balance<'a> {
+    asset: &'a str,
+    free: String,
+    locked: String,
+}
+
+#[derive(serde::Serialize)]
+struct CommissionRates {
+    maker: &'static str,
+    taker: &'static str,
+    buyer: &'static str,
+    seller: &'static str,
+}
+
+/// `GET /api/v3/account`, in Binance's field order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountInfo<'a> {
+    maker_commission: u32,
+    taker_commission: u32,
+    buyer_commission: u32,
+    seller_commission: u32,
+    commission_rates: CommissionRates,
+    can_trade: bool,
+    can_withdraw: bool,
+    can_deposit: bool,
+    brokered: bool,
+    require_self_trade_prevention: bool,
+    prevent_sor: bool,
+    update_time: i64,
+    account_type: &'static str,
+    balances: Vec<Balance<'a>>,
+    permissions: [&'static str; 1],
+    uid: u64,
+}
+
+/// The account answer, serialized straight from [`AccountInfo`]: the call every client
+/// makes first and most often (a `Value` tree of it was a tenth of the trap's CPU under
+/// load, docs/benchmarks.md).
+fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> String {
     let held_list = market::balances(canary);
     let mut assets: Vec<&str> = held_list.iter().map(|(a, _)| *a).collect();
     for (c, _, _) in CURRENCIES {
@@ -578,7 +618,7 @@ fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> Valu
             assets.push(c);
         }
     }
-    let balances: Vec<Value> = assets
+    let balances = assets
         .into_iter()
         .filter_map(|a| {
             // From the one list computed above (held() recomputes it per asset).
@@ -590,27 +630,37 @@ fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> Valu
                 return None;
             }
             let lock = locked(open, a).min(total);
-            Some(json!({"asset": a, "free": d8(total - lock), "locked": d8(lock)}))
+            Some(Balance {
+                asset: a,
+                free: d8(total - lock),
+                locked: d8(lock),
+            })
         })
         .collect();
-    json!({
-        "makerCommission": 10,
-        "takerCommission": 10,
-        "buyerCommission": 0,
-        "sellerCommission": 0,
-        "commissionRates": {"maker":"0.00100000","taker":"0.00100000","buyer":"0.00000000","seller":"0.00000000"},
-        "canTrade": true,
-        "canWithdraw": true,
-        "canDeposit": true,
-        "brokered": false,
-        "requireSelfTradePrevention": false,
-        "preventSor": false,
-        "updateTime": now - 3_600_000 - (fnv(&[canary.as_bytes(), b"upd"]) % 86_400_000) as i64,
-        "accountType": "SPOT",
-        "balances": balances,
-        "permissions": ["SPOT"],
-        "uid": uid(canary),
-    })
+    let info = AccountInfo {
+        maker_commission: 10,
+        taker_commission: 10,
+        buyer_commission: 0,
+        seller_commission: 0,
+        commission_rates: CommissionRates {
+            maker: "0.00100000",
+            taker: "0.00100000",
+            buyer: "0.00000000",
+            seller: "0.00000000",
+        },
+        can_trade: true,
+        can_withdraw: true,
+        can_deposit: true,
+        brokered: false,
+        require_self_trade_prevention: false,
+        prevent_sor: false,
+        update_time: now - 3_600_000 - (fnv(&[canary.as_bytes(), b"upd"]) % 86_400_000) as i64,
+        account_type: "SPOT",
+        balances,
+        permissions: ["SPOT"],
+        uid: uid(canary),
+    };
+    serde_json::to_string(&info).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn network_name(n: &str) -> &'static str {
@@ -929,7 +979,7 @@ impl Binance {
             Err(_) => return self.reject(req, Rejection::Unavailable),
         };
         let omit = req.param("omitZeroBalances").as_deref() == Some("true");
-        ok(account_json(
+        ok_text(account_json(
             acc.canary_id,
             &open,
             acc.now.timestamp_millis(),
@@ -1601,6 +1651,81 @@ mod tests {
             source_ip: "203.0.113.7".parse().unwrap(),
             received_at: Utc::now(),
         }
+    }
+
+    /// The account is serialized from structs now: its field names and order must stay
+    /// Binance's, and open orders lock their funds.
+    #[test]
+    fn account_keeps_binances_fields_and_locks_open_orders() {
+        let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+        let id = Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b);
+        let v: Value =
+            serde_json::from_str(&account_json(id, &[], 1_700_000_000_000, false)).unwrap();
+        assert_eq!(
+            keys(&v),
+            [
+                "makerCommission",
+                "takerCommission",
+                "buyerCommission",
+                "sellerCommission",
+                "commissionRates",
+                "canTrade",
+                "canWithdraw",
+                "canDeposit",
+                "brokered",
+                "requireSelfTradePrevention",
+                "preventSor",
+                "updateTime",
+                "accountType",
+                "balances",
+                "permissions",
+                "uid",
+            ]
+        );
+        assert_eq!(
+            keys(&v["commissionRates"]),
+            ["maker", "taker", "buyer", "seller"]
+        );
+        assert_eq!(keys(&v["balances"][0]), ["asset", "free", "locked"]);
+        assert_eq!(v["permissions"], json!(["SPOT"]));
+        assert!(v["updateTime"].as_i64().unwrap() < 1_700_000_000_000);
+        // Every currency is listed; omitZeroBalances keeps only the funded ones.
+        let all = v["balances"].as_array().unwrap().len();
+        let funded: Value =
+            serde_json::from_str(&account_json(id, &[], 1_700_000_000_000, true)).unwrap();
+        assert_eq!(
+            funded["balances"].as_array().unwrap().len(),
+            market::balances(id).len()
+        );
+        assert!(all >= CURRENCIES.len());
+        // An open buy order locks its quote currency.
+        let (quote, held) = market::balances(id)
+            .into_iter()
+            .find(|(a, _)| *a == "USDT")
+            .expect("USDT is funded");
+        let order = Order {
+            order_id: "1".into(),
+            client_order_id: None,
+            symbol: "BTCUSDT".into(),
+            // Stored as the emulator stores it (lower case).
+            side: "buy".into(),
+            order_type: "limit".into(),
+            price: Some("10".into()),
+            amount: "2".into(),
+            status: "NEW".into(),
+            created_at: Utc::now(),
+        };
+        let with: Value =
+            serde_json::from_str(&account_json(id, &[order], 1_700_000_000_000, true)).unwrap();
+        let usdt = with["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["asset"] == quote)
+            .unwrap()
+            .clone();
+        assert_eq!(usdt["locked"], "20.00000000");
+        assert_eq!(usdt["free"], d8(held - 20.0));
     }
 
     /// Splits a ccxt `sign()` url into path and query.

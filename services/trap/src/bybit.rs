@@ -65,10 +65,12 @@ fn respond(status: StatusCode, body: String) -> Response {
 }
 
 fn ok(result: Value, now_ms: i64) -> Response {
-    respond(
-        StatusCode::OK,
-        envelope(0, "OK", &result.to_string(), now_ms),
-    )
+    ok_text(&result.to_string(), now_ms)
+}
+
+/// [`ok`] with the `result` already serialized.
+fn ok_text(result: &str, now_ms: i64) -> Response {
+    respond(StatusCode::OK, envelope(0, "OK", result, now_ms))
 }
 
 /// A business error (HTTP 200, `retCode` != 0, empty `result`).
@@ -449,50 +451,111 @@ fn query_api(account: &Account<'_>) -> Value {
     })
 }
 
-fn wallet_balance(account: &Account<'_>) -> Value {
-    let mut coins = Vec::new();
-    let mut total_usd = 0.0;
-    for (coin, amount) in market::balances(account.canary_id) {
-        let usd = amount * usd_price(coin);
-        total_usd += usd;
-        let amt = trim(amount, 8);
-        coins.push(json!({
-            "coin": coin,
-            "equity": amt,
-            "usdValue": trim(usd, 8),
-            "walletBalance": amt,
-            "free": "",
-            "locked": "0",
-            "spotHedgingQty": "0",
-            "borrowAmount": "0",
-            "availableToBorrow": "",
-            "availableToWithdraw": amt,
-            "accruedInterest": "0",
-            "totalOrderIM": "0",
-            "totalPositionIM": "0",
-            "totalPositionMM": "0",
-            "unrealisedPnl": "0",
-            "cumRealisedPnl": "0",
-            "bonus": "0",
-            "marginCollateral": true,
-            "collateralSwitch": true,
-        }));
-    }
-    let total = trim(total_usd, 8);
-    json!({"list": [{
-        "accountType": "UNIFIED",
-        "accountIMRate": "0",
-        "accountMMRate": "0",
-        "accountLTV": "0",
-        "totalEquity": total,
-        "totalWalletBalance": total,
-        "totalMarginBalance": total,
-        "totalAvailableBalance": total,
-        "totalPerpUPL": "0",
-        "totalInitialMargin": "0",
-        "totalMaintenanceMargin": "0",
-        "coin": coins,
-    }]})
+/// One coin of a unified wallet, in Bybit's field order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WalletCoin<'a> {
+    coin: &'a str,
+    equity: &'a str,
+    usd_value: String,
+    wallet_balance: &'a str,
+    free: &'static str,
+    locked: &'static str,
+    spot_hedging_qty: &'static str,
+    borrow_amount: &'static str,
+    available_to_borrow: &'static str,
+    available_to_withdraw: &'a str,
+    accrued_interest: &'static str,
+    #[serde(rename = "totalOrderIM")]
+    total_order_im: &'static str,
+    #[serde(rename = "totalPositionIM")]
+    total_position_im: &'static str,
+    #[serde(rename = "totalPositionMM")]
+    total_position_mm: &'static str,
+    unrealised_pnl: &'static str,
+    cum_realised_pnl: &'static str,
+    bonus: &'static str,
+    margin_collateral: bool,
+    collateral_switch: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Wallet<'a> {
+    account_type: &'static str,
+    #[serde(rename = "accountIMRate")]
+    account_im_rate: &'static str,
+    #[serde(rename = "accountMMRate")]
+    account_mm_rate: &'static str,
+    #[serde(rename = "accountLTV")]
+    account_ltv: &'static str,
+    total_equity: &'a str,
+    total_wallet_balance: &'a str,
+    total_margin_balance: &'a str,
+    total_available_balance: &'a str,
+    #[serde(rename = "totalPerpUPL")]
+    total_perp_upl: &'static str,
+    total_initial_margin: &'static str,
+    total_maintenance_margin: &'static str,
+    coin: Vec<WalletCoin<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct WalletList<'a> {
+    list: [Wallet<'a>; 1],
+}
+
+/// `/v5/account/wallet-balance`, serialized straight from these structs: this is the
+/// call every client makes first and most often, and a `Value` tree of it was a fifth
+/// of the trap's CPU under load (docs/benchmarks.md).
+fn wallet_balance(account: &Account<'_>) -> String {
+    let held = market::balances(account.canary_id);
+    let amounts: Vec<(&str, String, f64)> = held
+        .iter()
+        .map(|(coin, amount)| (*coin, trim(*amount, 8), amount * usd_price(coin)))
+        .collect();
+    let total = trim(amounts.iter().fold(0.0, |sum, (_, _, usd)| sum + usd), 8);
+    let coin = amounts
+        .iter()
+        .map(|(coin, amt, usd)| WalletCoin {
+            coin,
+            equity: amt,
+            usd_value: trim(*usd, 8),
+            wallet_balance: amt,
+            free: "",
+            locked: "0",
+            spot_hedging_qty: "0",
+            borrow_amount: "0",
+            available_to_borrow: "",
+            available_to_withdraw: amt,
+            accrued_interest: "0",
+            total_order_im: "0",
+            total_position_im: "0",
+            total_position_mm: "0",
+            unrealised_pnl: "0",
+            cum_realised_pnl: "0",
+            bonus: "0",
+            margin_collateral: true,
+            collateral_switch: true,
+        })
+        .collect();
+    let list = WalletList {
+        list: [Wallet {
+            account_type: "UNIFIED",
+            account_im_rate: "0",
+            account_mm_rate: "0",
+            account_ltv: "0",
+            total_equity: &total,
+            total_wallet_balance: &total,
+            total_margin_balance: &total,
+            total_available_balance: &total,
+            total_perp_upl: "0",
+            total_initial_margin: "0",
+            total_maintenance_margin: "0",
+            coin,
+        }],
+    };
+    serde_json::to_string(&list).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn coin_info() -> Value {
@@ -822,7 +885,7 @@ impl Emulator for Bybit {
                 }),
                 now,
             ),
-            ("GET", "/v5/account/wallet-balance") => ok(wallet_balance(account), now),
+            ("GET", "/v5/account/wallet-balance") => ok_text(&wallet_balance(account), now),
             ("GET", "/v5/asset/transfer/query-account-coins-balance") => ok(
                 json!({
                     "memberId": user_id(account.canary_id).to_string(),
@@ -1063,6 +1126,82 @@ pub(crate) mod tests {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
     use keytrap_core::MasterKey;
+
+    /// The wallet is serialized from structs now: its field names and order must stay
+    /// Bybit's (pybit and ccxt read them by name; the order is what Bybit sends).
+    #[test]
+    fn wallet_balance_keeps_bybits_fields_and_totals() {
+        let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+        let id = Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b);
+        let c = MasterKey::from_bytes([3; 32])
+            .keys()
+            .credentials(Exchange::Bybit, id);
+        let book = MemoryOrderBook::default();
+        let account = Account {
+            canary_id: id,
+            exchange: Exchange::Bybit,
+            credentials: &c,
+            now: Utc::now(),
+            orders: &book,
+        };
+        let text = wallet_balance(&account);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(keys(&v), ["list"]);
+        let w = &v["list"][0];
+        assert_eq!(
+            keys(w),
+            [
+                "accountType",
+                "accountIMRate",
+                "accountMMRate",
+                "accountLTV",
+                "totalEquity",
+                "totalWalletBalance",
+                "totalMarginBalance",
+                "totalAvailableBalance",
+                "totalPerpUPL",
+                "totalInitialMargin",
+                "totalMaintenanceMargin",
+                "coin",
+            ]
+        );
+        let coins = w["coin"].as_array().unwrap();
+        assert_eq!(coins.len(), market::balances(id).len());
+        assert_eq!(
+            keys(&coins[0]),
+            [
+                "coin",
+                "equity",
+                "usdValue",
+                "walletBalance",
+                "free",
+                "locked",
+                "spotHedgingQty",
+                "borrowAmount",
+                "availableToBorrow",
+                "availableToWithdraw",
+                "accruedInterest",
+                "totalOrderIM",
+                "totalPositionIM",
+                "totalPositionMM",
+                "unrealisedPnl",
+                "cumRealisedPnl",
+                "bonus",
+                "marginCollateral",
+                "collateralSwitch",
+            ]
+        );
+        let num = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
+        let sum: f64 = coins.iter().map(|c| num(&c["usdValue"])).sum();
+        assert!(
+            (sum - num(&w["totalEquity"])).abs() < 1e-3,
+            "{sum} vs {}",
+            w["totalEquity"]
+        );
+        assert_eq!(coins[0]["marginCollateral"], true);
+        // Deterministic per canary: the same text on every call.
+        assert_eq!(text, wallet_balance(&account));
+    }
 
     pub(crate) fn request(
         exchange: Exchange,

@@ -6,11 +6,18 @@
 //!
 //! Canary and unknown-key requests wait for the same commits: the answer to a canary is
 //! neither less durable nor slower than the answer to an unknown key.
+//!
+//! Where the backend offers a synchronous writer ([`Database::trap_writer`], SQLite),
+//! the writer is a thread of its own that runs each batch straight through: no hop to
+//! another thread and back per statement, and no wait for a runtime worker between
+//! batches while request tasks fill the run queues. Otherwise it is a task on the
+//! runtime that awaits [`Database::record_trap_events`] (PostgreSQL, whose statements
+//! are network round trips anyway).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use keytrap_store::{Database, TrapEvent};
+use keytrap_store::{Database, TrapEvent, TrapWriter};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Most events in one transaction.
@@ -76,7 +83,8 @@ impl Stats {
 }
 
 impl Recorder {
-    /// Starts the writer task on the current runtime.
+    /// Starts the writer: its own thread where the backend has a synchronous writer,
+    /// else a task on the current runtime.
     pub fn spawn(db: Arc<dyn Database>) -> Recorder {
         Recorder::spawn_with_notify(db, None)
     }
@@ -88,7 +96,42 @@ impl Recorder {
     pub fn spawn_with_notify(db: Arc<dyn Database>, notify: Option<Arc<Notify>>) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(run(db, rx, stats.clone(), notify));
+        let mut batcher = Batcher {
+            events: Vec::with_capacity(MAX_BATCH),
+            waiters: Vec::with_capacity(MAX_BATCH),
+            stats: stats.clone(),
+            notify,
+        };
+        match db.trap_writer() {
+            Some(writer) => {
+                let thread = std::thread::Builder::new()
+                    .name("keytrap-recorder".into())
+                    .spawn(move || run_blocking(writer, rx, batcher));
+                if let Err(e) = thread {
+                    // No thread: the requests queued get "unavailable" (their senders are
+                    // dropped with the receiver); say why once.
+                    tracing::error!(error = %e, "the trap recorder thread could not start");
+                }
+            }
+            None => {
+                tokio::spawn(async move {
+                    let mut rx = rx;
+                    while let Some(first) = rx.recv().await {
+                        batcher.fill(first, &mut rx);
+                        let started = std::time::Instant::now();
+                        let result = db.record_trap_events(&batcher.events).await;
+                        if let Some(failed) = batcher.committed(result, started) {
+                            for (event, w) in failed {
+                                let started = std::time::Instant::now();
+                                let ok = db.record_trap_events(std::slice::from_ref(&event)).await;
+                                batcher.settle_one(ok, started, w);
+                            }
+                        }
+                        batcher.done();
+                    }
+                });
+            }
+        }
         Recorder { tx, stats }
     }
 
@@ -111,64 +154,113 @@ impl Recorder {
     }
 }
 
-async fn run(
-    db: Arc<dyn Database>,
+/// The writer thread's loop (see the module docs).
+fn run_blocking(
+    mut writer: Box<dyn TrapWriter>,
     mut rx: mpsc::Receiver<Job>,
+    mut batcher: Batcher,
+) {
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing queued: let other writers in while this thread sleeps.
+                writer.idle();
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+        };
+        batcher.fill(first, &mut rx);
+        let started = std::time::Instant::now();
+        let result = writer.record(&batcher.events);
+        if let Some(failed) = batcher.committed(result, started) {
+            for (event, w) in failed {
+                let started = std::time::Instant::now();
+                let ok = writer.record(std::slice::from_ref(&event));
+                batcher.settle_one(ok, started, w);
+            }
+        }
+        batcher.done();
+    }
+}
+
+/// One batch's events and waiters, and what settling them updates.
+struct Batcher {
+    events: Vec<TrapEvent>,
+    waiters: Vec<oneshot::Sender<Commit>>,
     stats: Arc<Stats>,
     notify: Option<Arc<Notify>>,
-) {
-    let mut events: Vec<TrapEvent> = Vec::with_capacity(MAX_BATCH);
-    let mut waiters: Vec<oneshot::Sender<Commit>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+}
+
+impl Batcher {
+    /// Takes `first` and whatever else is queued now, up to [`MAX_BATCH`].
+    fn fill(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
         let mut next = Some(first);
         while let Some(Job { event, done }) = next.take() {
-            events.push(event);
-            waiters.push(done);
-            if events.len() < MAX_BATCH {
+            self.events.push(event);
+            self.waiters.push(done);
+            if self.events.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        let batch = events.len();
-        let started = std::time::Instant::now();
-        let result = db.record_trap_events(&events).await;
-        stats.observe(started.elapsed());
+    }
+
+    /// Settles the batch after its transaction. On failure the events come back, each
+    /// with its waiter, to be retried one by one: one bad event must not lose the others.
+    fn committed(
+        &mut self,
+        result: keytrap_store::Result<()>,
+        started: std::time::Instant,
+    ) -> Option<Vec<(TrapEvent, oneshot::Sender<Commit>)>> {
+        self.stats.observe(started.elapsed());
+        let batch = self.events.len();
         match result {
             Ok(()) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
                     .committed
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                for w in waiters.drain(..) {
+                    .fetch_add(batch as u64, Ordering::Relaxed);
+                for w in self.waiters.drain(..) {
                     let _ = w.send(Commit { ok: true, batch });
                 }
+                None
             }
             Err(e) => {
-                // One bad event must not lose the others: retry each on its own.
-                tracing::error!(error = %e, batch = events.len(), "trap batch failed; retrying events one by one");
-                for (event, w) in events.iter().zip(waiters.drain(..)) {
-                    let started = std::time::Instant::now();
-                    let ok = db
-                        .record_trap_events(std::slice::from_ref(event))
-                        .await
-                        .map_err(
-                            |e| tracing::error!(error = %e, "trap event could not be recorded"),
-                        )
-                        .is_ok();
-                    stats.observe(started.elapsed());
-                    let counter = if ok {
-                        stats.batches.fetch_add(1, Ordering::Relaxed);
-                        &stats.committed
-                    } else {
-                        &stats.failed
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = w.send(Commit { ok, batch: 1 });
-                }
+                tracing::error!(error = %e, batch, "trap batch failed; retrying events one by one");
+                Some(self.events.drain(..).zip(self.waiters.drain(..)).collect())
             }
         }
-        if let Some(n) = &notify {
+    }
+
+    /// Settles one event retried alone.
+    fn settle_one(
+        &self,
+        result: keytrap_store::Result<()>,
+        started: std::time::Instant,
+        waiter: oneshot::Sender<Commit>,
+    ) {
+        self.stats.observe(started.elapsed());
+        let ok = result
+            .map_err(|e| tracing::error!(error = %e, "trap event could not be recorded"))
+            .is_ok();
+        let counter = if ok {
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            &self.stats.committed
+        } else {
+            &self.stats.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _ = waiter.send(Commit { ok, batch: 1 });
+    }
+
+    /// After a batch: wake the alert worker, make room for the next.
+    fn done(&mut self) {
+        if let Some(n) = &self.notify {
             n.notify_one();
         }
-        events.clear();
+        self.events.clear();
     }
 }

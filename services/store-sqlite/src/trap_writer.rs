@@ -1,0 +1,570 @@
+//! The trap's group commit on SQLite, run synchronously on a connection of its own.
+//!
+//! sqlx's SQLite driver runs every statement on the connection's own thread and wakes
+//! the async caller with each result. Under load that wake-up waits behind the queued
+//! request tasks (0.1-0.7 ms a hop on two busy cores, docs/benchmarks.md), and a group
+//! commit of BEGIN, counter upserts, incident updates, hit inserts and COMMIT spent most
+//! of its time in those hops while every trap request waited for it. Here the whole
+//! batch runs, statement after statement, on the thread that calls it: the trap
+//! recorder's own thread ([`keytrap_store::Database::trap_writer`]), or a blocking
+//! thread for [`keytrap_store::Database::record_trap_events`]. Both go through
+//! [`record_batch`], the only code that writes the trap's tables.
+//!
+//! One writer at a time. The rest of the backend writes through sqlx's single-connection
+//! writer pool; before writing, a batch checks that connection out of the pool and holds
+//! it (the *write gate*), so the two connections never contend for SQLite's write lock
+//! (no `SQLITE_BUSY` sleeps) and other writers queue fairly behind the trap, as before.
+//! The recorder's thread keeps the gate across back-to-back batches for at most
+//! [`GATE_HOLD`], then lets any waiting writer in.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keytrap_store::*;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sqlx::pool::PoolConnection;
+use sqlx::Sqlite;
+use uuid::Uuid;
+
+use crate::{ms, SqliteDatabase};
+
+/// Longest time the recorder keeps the write gate across back-to-back batches.
+const GATE_HOLD: Duration = Duration::from_millis(5);
+
+/// The trap's own connection (opened with the writer pool's settings).
+pub(crate) struct TrapConn {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for TrapConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrapConn")
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError::from_database(e, |e| {
+        e.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|c| {
+                matches!(
+                    c,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                )
+            })
+    })
+}
+
+impl TrapConn {
+    /// Opens `path` (already created and migrated by the writer pool) with the writer's
+    /// settings: WAL, `synchronous=FULL` (a committed hit survives power loss), foreign
+    /// keys, statement journals in memory, the same busy timeout.
+    pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<TrapConn> {
+        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+            // A second connection to an in-memory database would see another database.
+            return Err(StoreError::Backend(
+                "keytrap needs an SQLite database file, not an in-memory database".into(),
+            ));
+        }
+        let conn = Connection::open(path).map_err(sql_err)?;
+        conn.busy_timeout(busy_timeout).map_err(sql_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(sql_err)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(TrapConn {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn uuid_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let b: Vec<u8> = row.get(i)?;
+    Uuid::from_slice(&b).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+fn opt(u: &Option<Uuid>) -> Option<&[u8]> {
+    u.as_ref().map(|u| &u.as_bytes()[..])
+}
+
+/// The statement counting hits into an open incident of `kind` at or above a severity.
+fn count_sql(kind: IncidentKind) -> &'static str {
+    match kind {
+        IncidentKind::Canary => {
+            "UPDATE incidents SET hit_count = hit_count + ?1, last_seen = MAX(last_seen, ?2),
+               last_hit_id = ?3, canary_count = canary_count + ?4
+             WHERE kind = 'canary' AND canary_id = ?5 AND status <> 'resolved'
+               AND (CASE severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= ?6
+             RETURNING id"
+        }
+        IncidentKind::Store => {
+            "UPDATE incidents SET hit_count = hit_count + ?1, last_seen = MAX(last_seen, ?2),
+               last_hit_id = ?3, canary_count = canary_count + ?4
+             WHERE kind = 'store' AND store_id = ?5 AND status <> 'resolved'
+               AND (CASE severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= ?6
+             RETURNING id"
+        }
+    }
+}
+
+/// Counts `g`'s hits into its open incident when that incident's severity is at least
+/// the group's highest: the common case while an attack goes on. `None` when the
+/// incident must open or escalate (hit by hit, [`apply_to_incident`]).
+fn count_open(c: &Connection, kind: IncidentKind, g: &IncidentGroup) -> Result<Option<Uuid>> {
+    c.prepare_cached(count_sql(kind))
+        .map_err(sql_err)?
+        .query_row(
+            params![
+                g.hits,
+                ms(g.last_seen),
+                &g.last_hit.as_bytes()[..],
+                g.new_canaries,
+                &g.key.as_bytes()[..],
+                g.max_rank
+            ],
+            |r| uuid_at(r, 0),
+        )
+        .optional()
+        .map_err(sql_err)
+}
+
+/// Applies one hit to its incident of `kind`: opens, escalates or counts it, and queues
+/// the event the transition emits. Returns the incident and the transition.
+fn apply_to_incident(
+    c: &Connection,
+    kind: IncidentKind,
+    hit: &Hit,
+    new_canary: bool,
+) -> Result<(Uuid, Transition)> {
+    let single = IncidentGroup {
+        key: match kind {
+            IncidentKind::Canary => hit.canary_id,
+            IncidentKind::Store => hit.store_id,
+        },
+        hits: 1,
+        max_rank: severity_rank(hit.severity),
+        last_seen: hit.received_at,
+        last_hit: hit.id,
+        new_canaries: i64::from(new_canary && kind == IncidentKind::Store),
+    };
+    if let Some(id) = count_open(c, kind, &single)? {
+        return Ok((id, Transition::Counted));
+    }
+    let select = match kind {
+        IncidentKind::Canary => "SELECT id, severity FROM incidents WHERE kind = 'canary' AND canary_id = ?1 AND status <> 'resolved'",
+        IncidentKind::Store => "SELECT id, severity FROM incidents WHERE kind = 'store' AND store_id = ?1 AND status <> 'resolved'",
+    };
+    let current = c
+        .prepare_cached(select)
+        .map_err(sql_err)?
+        .query_row([&single.key.as_bytes()[..]], |r| {
+            Ok((uuid_at(r, 0)?, r.get::<_, String>(1)?))
+        })
+        .optional()
+        .map_err(sql_err)?
+        .map(|(id, severity)| -> Result<OpenIncident> {
+            Ok(OpenIncident {
+                id,
+                severity: parse_text(&severity)?,
+            })
+        })
+        .transpose()?;
+    let t = transition(current, hit.severity);
+    let at = ms(hit.received_at);
+    let id = match (t, current) {
+        (Transition::Opened, _) | (_, None) => {
+            let id = Uuid::now_v7();
+            c.prepare_cached(
+                "INSERT INTO incidents (id, tenant_id, kind, canary_id, store_id, status, severity, hit_count, canary_count, first_seen, last_seen, last_hit_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, 1, 1, ?7, ?7, ?8)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                &id.as_bytes()[..],
+                &hit.tenant_id.as_bytes()[..],
+                kind.as_str(),
+                opt(&(kind == IncidentKind::Canary).then_some(hit.canary_id)),
+                &hit.store_id.as_bytes()[..],
+                hit.severity.as_str(),
+                at,
+                &hit.id.as_bytes()[..],
+            ])
+            .map_err(sql_err)?;
+            id
+        }
+        (_, Some(cur)) => {
+            let severity = match t {
+                Transition::Escalated(s) => s,
+                _ => cur.severity,
+            };
+            c.prepare_cached(
+                "UPDATE incidents SET severity = ?1, hit_count = hit_count + 1,
+                 canary_count = canary_count + ?2, last_seen = MAX(last_seen, ?3), last_hit_id = ?4
+                 WHERE id = ?5",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                severity.as_str(),
+                single.new_canaries,
+                at,
+                &hit.id.as_bytes()[..],
+                &cur.id.as_bytes()[..],
+            ])
+            .map_err(sql_err)?;
+            cur.id
+        }
+    };
+    if let Some(event) = event_type(kind, t) {
+        insert_event(c, hit, event, id, &event_payload(kind, id, hit, t))?;
+    }
+    Ok((id, t))
+}
+
+fn insert_event(
+    c: &Connection,
+    hit: &Hit,
+    event: &str,
+    incident: Uuid,
+    payload: &serde_json::Value,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO events (id, tenant_id, event_type, incident_id, hit_id, payload, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(sql_err)?
+    .execute(params![
+        &Uuid::now_v7().as_bytes()[..],
+        &hit.tenant_id.as_bytes()[..],
+        event,
+        &incident.as_bytes()[..],
+        &hit.id.as_bytes()[..],
+        payload.to_string(),
+        ms(hit.received_at),
+    ])
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Incident changes for every hit of a batch; returns each hit's canary incident.
+/// Groups whose open incident already has their severity are counted with one statement
+/// each; the others go hit by hit.
+fn apply_hits(c: &Connection, hits: &[&Hit]) -> Result<Vec<Uuid>> {
+    let mut counted = std::collections::HashMap::new();
+    for g in incident_groups(hits, |h| h.canary_id, None) {
+        if let Some(id) = count_open(c, IncidentKind::Canary, &g)? {
+            counted.insert(g.key, id);
+        }
+    }
+    let mut incidents = Vec::with_capacity(hits.len());
+    let mut opened = Vec::with_capacity(hits.len());
+    for h in hits {
+        match counted.get(&h.canary_id) {
+            Some(id) => {
+                incidents.push(*id);
+                opened.push(false);
+            }
+            None => {
+                let (id, t) = apply_to_incident(c, IncidentKind::Canary, h, false)?;
+                incidents.push(id);
+                opened.push(t == Transition::Opened);
+            }
+        }
+    }
+    let mut stores_counted = std::collections::HashSet::new();
+    for g in incident_groups(hits, |h| h.store_id, Some(&opened)) {
+        if count_open(c, IncidentKind::Store, &g)?.is_some() {
+            stores_counted.insert(g.key);
+        }
+    }
+    for (h, new) in hits.iter().zip(&opened) {
+        if !stores_counted.contains(&h.store_id) {
+            apply_to_incident(c, IncidentKind::Store, h, *new)?;
+        }
+    }
+    Ok(incidents)
+}
+
+fn insert_hits(c: &Connection, rows: &[(&Hit, Uuid)]) -> Result<()> {
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO hits (id, tenant_id, canary_id, store_id, incident_id, exchange, method, path, query, body_excerpt,
+                source_ip, forwarded_for, user_agent, client_fingerprint, signature_state, action_class, action_params, severity, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        )
+        .map_err(sql_err)?;
+    for (hit, incident) in rows {
+        insert
+            .execute(params![
+                &hit.id.as_bytes()[..],
+                &hit.tenant_id.as_bytes()[..],
+                &hit.canary_id.as_bytes()[..],
+                &hit.store_id.as_bytes()[..],
+                &incident.as_bytes()[..],
+                hit.exchange.as_str(),
+                hit.method,
+                hit.path,
+                hit.query,
+                hit.body_excerpt,
+                hit.source_ip,
+                hit.forwarded_for,
+                hit.user_agent,
+                hit.client_fingerprint,
+                hit.signature_state.as_str(),
+                hit.action_class,
+                hit.action_params.to_string(),
+                hit.severity.as_str(),
+                ms(hit.received_at),
+            ])
+            .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// One source's sightings of a batch: one counter upsert, then first sightings while
+/// the source has room.
+fn apply_unknown_group(c: &Connection, g: &UnknownGroup<'_>) -> Result<()> {
+    let distinct: i64 = c
+        .prepare_cached(
+            "INSERT INTO unknown_sources (exchange, source, requests, distinct_keys, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5)
+             ON CONFLICT (exchange, source) DO UPDATE SET requests = requests + excluded.requests,
+                 last_seen = MAX(last_seen, excluded.last_seen)
+             RETURNING distinct_keys",
+        )
+        .map_err(sql_err)?
+        .query_row(
+            params![
+                g.exchange.as_str(),
+                g.source,
+                g.requests,
+                ms(g.first_at),
+                ms(g.last_at)
+            ],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    let mut room = UNKNOWN_KEYS_PER_SOURCE - distinct;
+    if room <= 0 || g.keys.is_empty() {
+        return Ok(());
+    }
+    let mut added = 0i64;
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO unknown_keys (exchange, source, key_hash, key_hint, malformed, first_path, first_user_agent, first_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )
+        .map_err(sql_err)?;
+    for u in &g.keys {
+        if room <= 0 {
+            break;
+        }
+        let inserted = insert
+            .execute(params![
+                u.exchange.as_str(),
+                u.source,
+                &u.key_hash[..],
+                u.key_hint,
+                i64::from(u.malformed),
+                u.path,
+                u.user_agent,
+                ms(u.at),
+            ])
+            .map_err(sql_err)? as i64;
+        room -= inserted;
+        added += inserted;
+    }
+    if added > 0 {
+        c.prepare_cached(
+            "UPDATE unknown_sources SET distinct_keys = distinct_keys + ?1 WHERE exchange = ?2 AND source = ?3",
+        )
+        .map_err(sql_err)?
+        .execute(params![added, g.exchange.as_str(), g.source])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// `hit.recorded` outbox rows for the hits of tenants with a subscribed, enabled
+/// endpoint. With none (the usual case) this is the cached check alone; a stale answer
+/// is used while `refresh` reads a new one in the background.
+fn insert_hit_events(
+    c: &Connection,
+    subscribers: &HitSubscribers,
+    refresh: impl FnOnce(u64),
+    rows: &[(&Hit, Uuid)],
+) -> Result<()> {
+    let tenants = match subscribers.lookup() {
+        HitLookup::Fresh(t) => t,
+        HitLookup::Stale {
+            tenants,
+            refresh: due,
+        } => {
+            if let Some(generation) = due {
+                refresh(generation);
+            }
+            tenants
+        }
+        HitLookup::Missing(generation) => {
+            let mut stmt = c
+                .prepare_cached(crate::webhooks::HIT_SUBSCRIBERS)
+                .map_err(sql_err)?;
+            let read = stmt
+                .query_map([], |r| uuid_at(r, 0))
+                .map_err(sql_err)?
+                .collect::<rusqlite::Result<Vec<Uuid>>>()
+                .map_err(sql_err)?;
+            subscribers.set(generation, read)
+        }
+    };
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    for (h, incident) in rows {
+        if tenants.binary_search(&h.tenant_id).is_ok() {
+            insert_event(
+                c,
+                h,
+                HIT_RECORDED,
+                *incident,
+                &hit_event_payload(h, *incident),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The group commit: every unknown-key sighting and every hit (with its incident
+/// changes and events) of `batch` in one transaction. All or nothing.
+pub(crate) fn record_batch(
+    conn: &mut Connection,
+    subscribers: &HitSubscribers,
+    refresh: impl FnOnce(u64),
+    batch: &[TrapEvent],
+) -> Result<()> {
+    // IMMEDIATE: the write lock is taken at BEGIN (the write gate makes it free).
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    for g in unknown_groups(batch) {
+        apply_unknown_group(&tx, &g)?;
+    }
+    let hits: Vec<&Hit> = batch
+        .iter()
+        .filter_map(|ev| match ev {
+            TrapEvent::Hit(h) => Some(h.as_ref()),
+            TrapEvent::Unknown(_) => None,
+        })
+        .collect();
+    if !hits.is_empty() {
+        let incidents = apply_hits(&tx, &hits)?;
+        let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
+        insert_hits(&tx, &rows)?;
+        insert_hit_events(&tx, subscribers, refresh, &rows)?;
+    }
+    // Dropped without commit (an error above), the transaction rolls back.
+    tx.commit().map_err(sql_err)
+}
+
+impl SqliteDatabase {
+    /// Starts the background read of `hit.recorded` subscribers for `generation`.
+    fn refresh_hit_subscribers(&self, generation: u64) {
+        let db = self.clone();
+        self.runtime.spawn(async move {
+            let read = sqlx::query_scalar(crate::webhooks::HIT_SUBSCRIBERS)
+                .fetch_all(db.reader())
+                .await;
+            if let Err(e) = db.hit_subscribers.refreshed(generation, read) {
+                tracing::warn!(error = %e, "reading hit.recorded subscribers failed");
+            }
+        });
+    }
+
+    /// Runs one batch on the trap's connection; the caller holds the write gate.
+    fn record_locked(&self, batch: &[TrapEvent]) -> Result<()> {
+        let mut conn = self
+            .trap
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        record_batch(
+            &mut conn,
+            &self.hit_subscribers,
+            |g| self.refresh_hit_subscribers(g),
+            batch,
+        )
+    }
+
+    /// [`Database::record_trap_events`]: the gate is awaited, the batch runs on a
+    /// blocking thread.
+    pub(crate) async fn trap_record(&self, batch: &[TrapEvent]) -> Result<()> {
+        let gate = self.writer().acquire().await.map_err(crate::backend)?;
+        let db = self.clone();
+        let batch = batch.to_vec();
+        let done = tokio::task::spawn_blocking(move || db.record_locked(&batch))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        drop(gate);
+        done
+    }
+}
+
+/// [`Database::trap_writer`] for SQLite: batches run on the calling (recorder) thread.
+pub(crate) struct SqliteTrapWriter {
+    db: SqliteDatabase,
+    /// The write gate while the recorder keeps it, and since when.
+    gate: Option<(PoolConnection<Sqlite>, Instant)>,
+}
+
+impl SqliteTrapWriter {
+    pub(crate) fn new(db: SqliteDatabase) -> Self {
+        SqliteTrapWriter { db, gate: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((conn, _)) = self.gate.take() {
+            // Returning a pooled connection spawns a task on the runtime.
+            let _enter = self.db.runtime.enter();
+            drop(conn);
+        }
+    }
+}
+
+impl TrapWriter for SqliteTrapWriter {
+    fn record(&mut self, batch: &[TrapEvent]) -> Result<()> {
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() > GATE_HOLD)
+        {
+            // Let a writer that queued meanwhile go first (the pool's queue is fair).
+            self.release();
+        }
+        if self.gate.is_none() {
+            let conn = self
+                .db
+                .runtime
+                .block_on(self.db.writer().acquire())
+                .map_err(crate::backend)?;
+            self.gate = Some((conn, Instant::now()));
+        }
+        self.db.record_locked(batch)
+    }
+
+    fn idle(&mut self) {
+        self.release();
+    }
+}
+
+impl Drop for SqliteTrapWriter {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Shared handle to the trap connection.
+pub(crate) type SharedTrapConn = Arc<TrapConn>;
