@@ -1,8 +1,9 @@
 //! Group commit. Every authenticated trap request (canary hit or unknown key) hands its
-//! event to one writer task and waits until the transaction holding it has committed;
-//! only then does the trap answer. While one transaction commits, the next requests
-//! queue up and go into the following one, so the cost of a durable commit is shared by
-//! everything that arrived meanwhile, and an idle trap commits at once (no timer).
+//! event to one writer (a thread or a task, see below) and waits until the transaction
+//! holding it has committed; only then does the trap answer. While one transaction
+//! commits, the next requests queue up and go into the following one, so the cost of a
+//! durable commit is shared by everything that arrived meanwhile, and an idle trap
+//! commits at once (no timer).
 //!
 //! Canary and unknown-key requests wait for the same commits: the answer to a canary is
 //! neither less durable nor slower than the answer to an unknown key.
@@ -39,7 +40,7 @@ pub struct Commit {
     pub batch: usize,
 }
 
-/// Handle to the writer task. Cheap to clone.
+/// Handle to the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Job>,
