@@ -5,84 +5,18 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use keytrap_core::Exchange;
+use keytrap_store::conformance::{self, audit};
 use keytrap_store::*;
 use keytrap_store_sqlite::testing::TempSqlite;
-use serde_json::json;
 use uuid::Uuid;
 
-fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
-    NewAudit {
-        tenant_id: tenant,
-        actor_token_id: None,
-        action,
-        target_type: "test",
-        target_id: None,
-        details: json!({}),
-    }
-}
-
-/// A tenant, a store and one Binance canary in it.
+/// A Binance canary planted in a fresh tenant's store.
 async fn planted(db: &TempSqlite) -> NewCanary {
-    let t = db
-        .create_tenant("t", false, audit(Uuid::nil(), "tenant.create"))
-        .await
-        .unwrap();
-    let s = db
-        .create_store(
-            NewStore {
-                id: Uuid::now_v7(),
-                tenant_id: t.id,
-                name: "prod-users-db".into(),
-                kind: StoreKind::Database,
-                location: None,
-                labels: Default::default(),
-            },
-            audit(t.id, "store.create"),
-        )
-        .await
-        .unwrap();
-    let c = NewCanary {
-        id: Uuid::now_v7(),
-        tenant_id: t.id,
-        store_id: s.id,
-        exchange: Exchange::Binance,
-        lookup_digest: [9; 32],
-        key_version: 1,
-        memo: None,
-        labels: Default::default(),
-        created_at: Utc::now(),
-        expires_at: None,
-    };
-    db.insert_canaries(std::slice::from_ref(&c), audit(t.id, "canary.mint"))
-        .await
-        .unwrap();
-    c
+    conformance::planted(&db.db, 1).await.2.remove(0)
 }
 
 fn hit(c: &NewCanary) -> TrapEvent {
-    TrapEvent::Hit(Box::new(Hit {
-        id: Uuid::now_v7(),
-        tenant_id: c.tenant_id,
-        canary_id: c.id,
-        store_id: c.store_id,
-        incident_id: None,
-        exchange: c.exchange,
-        method: "GET".into(),
-        path: "/api/v3/account".into(),
-        query: None,
-        body_excerpt: None,
-        source_ip: "203.0.113.9".into(),
-        forwarded_for: None,
-        user_agent: None,
-        client_fingerprint: None,
-        signature_state: SignatureState::Valid,
-        action_class: "read".into(),
-        action_params: json!({}),
-        severity: Severity::High,
-        received_at: Utc::now(),
-    }))
+    conformance::hit(c, Severity::High, SignatureState::Valid, "read")
 }
 
 async fn hit_count(db: &TempSqlite, tenant: Uuid) -> usize {

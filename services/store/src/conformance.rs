@@ -56,7 +56,8 @@ macro_rules! conformance_suite {
     };
 }
 
-fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
+/// An audit entry for a test action (shared with the backends' own tests).
+pub fn audit(tenant: Uuid, action: &'static str) -> NewAudit {
     NewAudit {
         tenant_id: tenant,
         actor_token_id: None,
@@ -537,7 +538,8 @@ pub async fn text_roundtrips_unchanged(db: &dyn Database) {
     assert_eq!(got.exchange, Exchange::CoinbaseExchange);
 }
 
-fn hit(c: &NewCanary, severity: Severity, sig: SignatureState, action: &str) -> TrapEvent {
+/// A hit of canary `c` (shared with the backends' own tests).
+pub fn hit(c: &NewCanary, severity: Severity, sig: SignatureState, action: &str) -> TrapEvent {
     TrapEvent::Hit(Box::new(Hit {
         id: Uuid::now_v7(),
         tenant_id: c.tenant_id,
@@ -561,7 +563,9 @@ fn hit(c: &NewCanary, severity: Severity, sig: SignatureState, action: &str) -> 
     }))
 }
 
-async fn planted(db: &dyn Database, n: u64) -> (Tenant, Store, Vec<NewCanary>) {
+/// A tenant `t{n}` with one store and two Binance canaries in it (shared with the
+/// backends' own tests).
+pub async fn planted(db: &dyn Database, n: u64) -> (Tenant, Store, Vec<NewCanary>) {
     let t = tenant(db, &format!("t{n}")).await;
     let s = store(db, t.id, "prod-users-db").await;
     let cs: Vec<NewCanary> = (0..2)
