@@ -398,29 +398,14 @@ fn insert_hit_events(
     refresh: impl FnOnce(u64),
     rows: &[(&Hit, Uuid)],
 ) -> Result<()> {
-    let tenants = match subscribers.lookup() {
-        HitLookup::Fresh(t) => t,
-        HitLookup::Stale {
-            tenants,
-            refresh: due,
-        } => {
-            if let Some(generation) = due {
-                refresh(generation);
-            }
-            tenants
-        }
-        HitLookup::Missing(generation) => {
-            let mut stmt = c
-                .prepare_cached(crate::webhooks::HIT_SUBSCRIBERS)
-                .map_err(sql_err)?;
-            let read = stmt
-                .query_map([], |r| uuid_at(r, 0))
-                .map_err(sql_err)?
-                .collect::<rusqlite::Result<Vec<Uuid>>>()
-                .map_err(sql_err)?;
-            subscribers.set(generation, read)
-        }
-    };
+    let tenants = subscribers.tenants_blocking(refresh, || {
+        c.prepare_cached(crate::webhooks::HIT_SUBSCRIBERS)
+            .map_err(sql_err)?
+            .query_map([], |r| uuid_at(r, 0))
+            .map_err(sql_err)?
+            .collect::<rusqlite::Result<Vec<Uuid>>>()
+            .map_err(sql_err)
+    })?;
     if tenants.is_empty() {
         return Ok(());
     }

@@ -150,6 +150,31 @@ impl HitSubscribers {
     where
         Fut: std::future::Future<Output = std::result::Result<Vec<Uuid>, E>>,
     {
+        match self.cached(refresh) {
+            Ok(t) => Ok(t),
+            Err(generation) => Ok(self.set(generation, read_now().await?)),
+        }
+    }
+
+    /// [`tenants`](Self::tenants) with a blocking `read_now`, for a backend whose group
+    /// commit runs on a thread of its own (SQLite).
+    pub fn tenants_blocking<E>(
+        &self,
+        refresh: impl FnOnce(u64),
+        read_now: impl FnOnce() -> std::result::Result<Vec<Uuid>, E>,
+    ) -> std::result::Result<std::sync::Arc<Vec<Uuid>>, E> {
+        match self.cached(refresh) {
+            Ok(t) => Ok(t),
+            Err(generation) => Ok(self.set(generation, read_now()?)),
+        }
+    }
+
+    /// The cached part of [`tenants`](Self::tenants): the answer (a stale one once
+    /// `refresh` has been started), or the generation to read and [`set`](Self::set) now.
+    fn cached(
+        &self,
+        refresh: impl FnOnce(u64),
+    ) -> std::result::Result<std::sync::Arc<Vec<Uuid>>, u64> {
         match self.lookup() {
             HitLookup::Fresh(t) => Ok(t),
             HitLookup::Stale {
@@ -161,7 +186,7 @@ impl HitSubscribers {
                 }
                 Ok(tenants)
             }
-            HitLookup::Missing(generation) => Ok(self.set(generation, read_now().await?)),
+            HitLookup::Missing(generation) => Err(generation),
         }
     }
 
