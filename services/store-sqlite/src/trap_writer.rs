@@ -93,6 +93,8 @@ fn opt(u: &Option<Uuid>) -> Option<&[u8]> {
 }
 
 /// The statement counting hits into an open incident of `kind` at or above a severity.
+/// Two texts, not one with the kind as a parameter: each must name its key column and
+/// kind literally for SQLite to use that kind's partial index of open incidents.
 fn count_sql(kind: IncidentKind) -> &'static str {
     match kind {
         IncidentKind::Canary => {

@@ -1133,10 +1133,8 @@ pub(crate) mod tests {
     fn wallet_balance_keeps_bybits_fields_and_totals() {
         let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
         let id = Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b);
-        let c = MasterKey::from_bytes([3; 32])
-            .keys()
-            .credentials(Exchange::Bybit, id);
-        let book = MemoryOrderBook::default();
+        // The wallet depends on the canary id alone; the credentials are the suite's.
+        let (c, book) = (creds(), MemoryOrderBook::default());
         let account = Account {
             canary_id: id,
             exchange: Exchange::Bybit,
