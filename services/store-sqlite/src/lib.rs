@@ -21,6 +21,7 @@ use uuid::Uuid;
 mod placements;
 mod trap;
 mod trap_writer;
+pub use trap_writer::{slice_of as index_slice, INDEX_EVERY};
 mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");

@@ -74,23 +74,53 @@ fn order_row(r: &SqliteRow) -> Result<TrapOrder> {
 
 impl SqliteDatabase {
     pub(crate) async fn trap_list_hits(&self, tenant: Uuid, f: &HitFilter) -> Result<Vec<Hit>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT * FROM hits WHERE tenant_id = ");
-        q.push_bind(tenant);
-        if let Some(c) = f.canary_id {
-            q.push(" AND canary_id = ").push_bind(c);
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("");
+        // Everything but the canary, on `h` (a row of hits).
+        let filters = |q: &mut QueryBuilder<Sqlite>| {
+            q.push(" AND h.tenant_id = ").push_bind(tenant);
+            if let Some(s) = f.store_id {
+                q.push(" AND h.store_id = ").push_bind(s);
+            }
+            if let Some(t) = f.since {
+                q.push(" AND h.received_at >= ").push_bind(ms(t));
+            }
+            if let Some(a) = f.page.after {
+                q.push(" AND h.id > ").push_bind(a);
+            }
+        };
+        let limit = i64::from(f.page.limit);
+        match f.canary_id {
+            // A canary's hits are in hits_by_canary, or still in hits_unindexed
+            // (migration 0006): both, in one statement, so one snapshot.
+            Some(c) => {
+                q.push(
+                    "SELECT * FROM (SELECT h.* FROM hits_by_canary x CROSS JOIN hits h ON h.id = x.hit_id \
+                     WHERE x.canary_id = ",
+                )
+                .push_bind(c);
+                if let Some(a) = f.page.after {
+                    q.push(" AND x.hit_id > ").push_bind(a);
+                }
+                filters(&mut q);
+                q.push(" ORDER BY x.hit_id LIMIT ").push_bind(limit);
+                q.push(
+                    ") UNION ALL SELECT * FROM (SELECT h.* FROM hits_unindexed u CROSS \
+                     JOIN hits h ON h.id = u.hit_id WHERE u.canary_id = ",
+                )
+                .push_bind(c)
+                .push(" AND u.seq > (SELECT through FROM hits_index_marks WHERE slice = ")
+                .push_bind(i64::from(crate::trap_writer::slice_of(c)))
+                .push(")");
+                filters(&mut q);
+                q.push(" ORDER BY h.id LIMIT ").push_bind(limit);
+                q.push(") ORDER BY id LIMIT ").push_bind(limit);
+            }
+            None => {
+                q.push("SELECT * FROM hits h WHERE 1");
+                filters(&mut q);
+                q.push(" ORDER BY h.id LIMIT ").push_bind(limit);
+            }
         }
-        if let Some(s) = f.store_id {
-            q.push(" AND store_id = ").push_bind(s);
-        }
-        if let Some(t) = f.since {
-            q.push(" AND received_at >= ").push_bind(ms(t));
-        }
-        if let Some(a) = f.page.after {
-            q.push(" AND id > ").push_bind(a);
-        }
-        q.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::from(f.page.limit));
         q.build()
             .fetch_all(self.reader())
             .await

@@ -18,6 +18,7 @@
 //! [`GATE_HOLD`], then lets any waiting writer in.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +33,35 @@ use crate::{ms, SqliteDatabase};
 /// Longest time the recorder keeps the write gate across back-to-back batches.
 const GATE_HOLD: Duration = Duration::from_millis(5);
 
+/// Hits waiting in `hits_unindexed` at which the recorder starts moving them into
+/// `hits_by_canary` (migration 0006, docs/storage.md), one slice of the canaries after
+/// each of its next batches: about the bound on what `GET /v1/hits?canary_id=` reads
+/// besides the index.
+pub const INDEX_EVERY: usize = 4_096;
+/// Canary slices (migration 0006: the low four bits of the id's last byte).
+const SLICES: u8 = 16;
+/// When the trap is idle, fewer waiting hits are moved too, at most this often.
+const INDEX_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// A canary's slice of the per-canary index upkeep.
+pub fn slice_of(canary: Uuid) -> u8 {
+    canary.as_bytes()[15] & (SLICES - 1)
+}
+
+/// A pass moving the hits waiting up to `upto` (a `seq`) into the index, slice by slice.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    upto: i64,
+    next: u8,
+}
+
 /// The trap's own connection (opened with the writer pool's settings).
 pub(crate) struct TrapConn {
     conn: Mutex<Connection>,
+    /// Rows in `hits_unindexed` (read at open, then counted by the writers).
+    unindexed: AtomicUsize,
+    /// The move under way, if any (kept with the connection it runs on).
+    pass: Mutex<Option<Pass>>,
 }
 
 impl std::fmt::Debug for TrapConn {
@@ -75,8 +102,13 @@ impl TrapConn {
         )
         .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let unindexed: i64 = conn
+            .query_row("SELECT COUNT(*) FROM hits_unindexed", [], |r| r.get(0))
+            .map_err(sql_err)?;
         Ok(TrapConn {
             conn: Mutex::new(conn),
+            unindexed: AtomicUsize::new(usize::try_from(unindexed).unwrap_or(0)),
+            pass: Mutex::new(None),
         })
     }
 }
@@ -299,7 +331,17 @@ fn insert_hits(c: &Connection, rows: &[(&Hit, Uuid)]) -> Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .map_err(sql_err)?;
+    let mut unindexed = c
+        .prepare_cached("INSERT INTO hits_unindexed (slice, canary_id, hit_id) VALUES (?1, ?2, ?3)")
+        .map_err(sql_err)?;
     for (hit, incident) in rows {
+        unindexed
+            .execute(params![
+                slice_of(hit.canary_id),
+                &hit.canary_id.as_bytes()[..],
+                &hit.id.as_bytes()[..]
+            ])
+            .map_err(sql_err)?;
         insert
             .execute(params![
                 &hit.id.as_bytes()[..],
@@ -426,13 +468,14 @@ fn insert_hit_events(
 }
 
 /// The group commit: every unknown-key sighting and every hit (with its incident
-/// changes and events) of `batch` in one transaction. All or nothing.
+/// changes and events) of `batch` in one transaction. All or nothing. Returns the number
+/// of hits recorded.
 pub(crate) fn record_batch(
     conn: &mut Connection,
     subscribers: &HitSubscribers,
     refresh: impl FnOnce(u64),
     batch: &[TrapEvent],
-) -> Result<()> {
+) -> Result<usize> {
     // IMMEDIATE: the write lock is taken at BEGIN (the write gate makes it free).
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -454,7 +497,62 @@ pub(crate) fn record_batch(
         insert_hit_events(&tx, subscribers, refresh, &rows)?;
     }
     // Dropped without commit (an error above), the transaction rolls back.
-    tx.commit().map_err(sql_err)
+    tx.commit().map_err(sql_err)?;
+    Ok(hits.len())
+}
+
+/// Moves one slice's waiting hits with `seq <= upto` into `hits_by_canary`, in the
+/// index's order (each leaf written once for all its new entries), and advances the
+/// slice's mark; the last slice of a pass also deletes the rows every mark has passed.
+/// One transaction. Returns the rows deleted from `hits_unindexed`.
+fn index_slice(conn: &mut Connection, slice: u8, upto: i64) -> Result<usize> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    // OR IGNORE: a hit already indexed (it cannot be, but the move must not fail on it).
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO hits_by_canary (canary_id, hit_id)
+         SELECT canary_id, hit_id FROM hits_unindexed
+         WHERE slice = ?1 AND seq <= ?2
+           AND seq > (SELECT through FROM hits_index_marks WHERE slice = ?1)
+         ORDER BY canary_id, hit_id",
+    )
+    .map_err(sql_err)?
+    .execute(params![slice, upto])
+    .map_err(sql_err)?;
+    tx.prepare_cached("UPDATE hits_index_marks SET through = ?2 WHERE slice = ?1 AND through < ?2")
+        .map_err(sql_err)?
+        .execute(params![slice, upto])
+        .map_err(sql_err)?;
+    let deleted = if slice + 1 == SLICES {
+        let deleted = tx.prepare_cached(
+            "DELETE FROM hits_unindexed WHERE seq <= (SELECT MIN(through) FROM hits_index_marks)",
+        )
+        .map_err(sql_err)?
+        .execute([])
+        .map_err(sql_err)?;
+        // Emptied, the table numbers its next row 1 again: the marks start over with it,
+        // so a new row is never taken for one already moved.
+        tx.prepare_cached(
+            "UPDATE hits_index_marks SET through = 0 WHERE NOT EXISTS (SELECT 1 FROM hits_unindexed)",
+        )
+        .map_err(sql_err)?
+        .execute([])
+        .map_err(sql_err)?;
+        deleted
+    } else {
+        0
+    };
+    tx.commit().map_err(sql_err)?;
+    Ok(deleted)
+}
+
+/// The newest waiting hit's `seq` (0 when none waits).
+fn newest_waiting(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM hits_unindexed")
+        .map_err(sql_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(sql_err)
 }
 
 impl SqliteDatabase {
@@ -471,30 +569,101 @@ impl SqliteDatabase {
         });
     }
 
-    /// Runs one batch on the trap's connection; the caller holds the write gate.
-    fn record_locked(&self, batch: &[TrapEvent]) -> Result<()> {
-        let mut conn = self
-            .trap
+    fn trap_conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.trap
             .conn
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        record_batch(
-            &mut conn,
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one batch on the trap's connection; the caller holds the write gate.
+    fn record_locked(&self, batch: &[TrapEvent]) -> Result<()> {
+        let hits = record_batch(
+            &mut self.trap_conn(),
             &self.hit_subscribers,
             |g| self.refresh_hit_subscribers(g),
             batch,
-        )
+        )?;
+        self.trap.unindexed.fetch_add(hits, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One step of the index's upkeep (the caller holds the write gate): starts a pass
+    /// over the hits waiting now when `start` allows, or moves the next slice of the
+    /// pass under way; `all` runs the pass to its end. Returns whether a pass is still
+    /// under way.
+    fn index_step(&self, start: bool, all: bool) -> Result<bool> {
+        let mut conn = self.trap_conn();
+        let mut pass = self
+            .trap
+            .pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pass.is_none() && start {
+            let upto = newest_waiting(&conn)?;
+            if upto > 0 {
+                *pass = Some(Pass { upto, next: 0 });
+            }
+        }
+        while let Some(p) = *pass {
+            let deleted = index_slice(&mut conn, p.next, p.upto)?;
+            *pass = (p.next + 1 < SLICES).then_some(Pass {
+                next: p.next + 1,
+                ..p
+            });
+            if pass.is_none() {
+                // Saturating: hits recorded meanwhile are counted in, never below zero.
+                let _ =
+                    self.trap
+                        .unindexed
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            Some(n.saturating_sub(deleted))
+                        });
+            }
+            if !all {
+                break;
+            }
+        }
+        Ok(pass.is_some())
+    }
+
+    /// Hits committed but not yet deleted from `hits_unindexed`.
+    fn unindexed(&self) -> usize {
+        self.trap.unindexed.load(Ordering::Relaxed)
     }
 
     /// [`Database::record_trap_events`]: the gate is awaited, the batch runs on a
-    /// blocking thread.
+    /// blocking thread (and so does the index's upkeep when the batch calls for it).
     pub(crate) async fn trap_record(&self, batch: &[TrapEvent]) -> Result<()> {
         let gate = self.writer().acquire().await.map_err(crate::backend)?;
         let db = self.clone();
         let batch = batch.to_vec();
-        let done = tokio::task::spawn_blocking(move || db.record_locked(&batch))
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let done = tokio::task::spawn_blocking(move || {
+            db.record_locked(&batch)?;
+            // This path has no "after the answer": a whole pass at once.
+            if db.unindexed() >= INDEX_EVERY {
+                db.index_step(true, true)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        drop(gate);
+        done
+    }
+
+    /// Moves every committed hit into the per-canary index now (normally the trap's
+    /// writer does this by itself, see [`INDEX_EVERY`]).
+    pub async fn index_hits(&self) -> Result<()> {
+        let gate = self.writer().acquire().await.map_err(crate::backend)?;
+        let db = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            // A pass under way first, then one over everything waiting now.
+            db.index_step(false, true)?;
+            db.index_step(true, true).map(drop)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
         drop(gate);
         done
     }
@@ -505,11 +674,42 @@ pub(crate) struct SqliteTrapWriter {
     db: SqliteDatabase,
     /// The write gate while the recorder keeps it, and since when.
     gate: Option<(PoolConnection<Sqlite>, Instant)>,
+    /// When waiting hits were last moved into `hits_by_canary`.
+    indexed_at: Instant,
 }
 
 impl SqliteTrapWriter {
     pub(crate) fn new(db: SqliteDatabase) -> Self {
-        SqliteTrapWriter { db, gate: None }
+        SqliteTrapWriter {
+            db,
+            gate: None,
+            indexed_at: Instant::now(),
+        }
+    }
+
+    /// Takes the write gate unless the recorder keeps it already.
+    fn gate(&mut self) -> Result<()> {
+        if self.gate.is_none() {
+            let conn = self
+                .db
+                .runtime
+                .block_on(self.db.writer().acquire())
+                .map_err(crate::backend)?;
+            self.gate = Some((conn, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// One step of the index's upkeep (see [`SqliteDatabase::index_step`]). A failure
+    /// loses nothing (the hits stay in `hits_unindexed`, still listed); it is logged and
+    /// the step is tried again later.
+    fn index(&mut self, start: bool, all: bool) {
+        if start {
+            self.indexed_at = Instant::now();
+        }
+        if let Err(e) = self.gate().and_then(|()| self.db.index_step(start, all)) {
+            tracing::warn!(error = %e, "moving hits into the per-canary index failed");
+        }
     }
 
     fn release(&mut self) {
@@ -531,18 +731,20 @@ impl TrapWriter for SqliteTrapWriter {
             // Let a writer that queued meanwhile go first (the pool's queue is fair).
             self.release();
         }
-        if self.gate.is_none() {
-            let conn = self
-                .db
-                .runtime
-                .block_on(self.db.writer().acquire())
-                .map_err(crate::backend)?;
-            self.gate = Some((conn, Instant::now()));
-        }
+        self.gate()?;
         self.db.record_locked(batch)
     }
 
+    fn maintain(&mut self) {
+        // One slice after each batch: a pass under way goes on, a new one starts once
+        // enough hits wait.
+        self.index(self.db.unindexed() >= INDEX_EVERY, false);
+    }
+
     fn idle(&mut self) {
+        if self.db.unindexed() > 0 && self.indexed_at.elapsed() >= INDEX_WHEN_IDLE {
+            self.index(true, true);
+        }
         self.release();
     }
 }

@@ -124,3 +124,197 @@ async fn other_writers_interleave_with_back_to_back_trap_batches() {
         .unwrap();
     assert_eq!(canary.hit_count, 1000);
 }
+
+/// Every hit of `canary`, paged `limit` at a time through `GET /v1/hits?canary_id=`.
+async fn canary_hits(db: &TempSqlite, c: &NewCanary, limit: u32) -> Vec<Uuid> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db
+            .list_hits(
+                c.tenant_id,
+                &HitFilter {
+                    canary_id: Some(c.id),
+                    page: Page { limit, after },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.len() <= limit as usize);
+        assert!(page.iter().all(|h| h.canary_id == c.id));
+        match page.last() {
+            Some(h) => after = Some(h.id),
+            None => return out,
+        }
+        out.extend(page.iter().map(|h| h.id));
+    }
+}
+
+async fn unindexed(db: &TempSqlite) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM hits_unindexed")
+        .fetch_one(db.reader())
+        .await
+        .unwrap()
+}
+
+fn ids(events: &[TrapEvent]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrapEvent::Hit(h) => Some(h.id),
+            TrapEvent::Unknown(_) => None,
+        })
+        .collect()
+}
+
+/// A canary's hits are listed whether they are in the per-canary index already or still
+/// waiting to be moved into it, in id order, each once, across pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_hits_are_listed_before_and_after_they_are_indexed() {
+    let db = TempSqlite::new().await.unwrap();
+    let (_, _, cs) = conformance::planted(&db.db, 1).await;
+    let (a, b) = (&cs[0], &cs[1]);
+    let mut want_a = Vec::new();
+    let mut want_b = Vec::new();
+    for round in 0..3 {
+        let batch: Vec<TrapEvent> = (0..7)
+            .map(|i| hit(if i % 3 == 0 { b } else { a }))
+            .collect();
+        db.record_trap_events(&batch).await.unwrap();
+        for (e, id) in batch.iter().zip(ids(&batch)) {
+            let TrapEvent::Hit(h) = e else { continue };
+            if h.canary_id == a.id {
+                want_a.push(id);
+            } else {
+                want_b.push(id);
+            }
+        }
+        // Rounds 0 and 1 end up in the index; round 2 stays waiting.
+        if round < 2 {
+            db.index_hits().await.unwrap();
+        }
+    }
+    assert_eq!(unindexed(&db).await, 7, "the last round waits");
+    want_a.sort();
+    want_b.sort();
+    for limit in [1, 2, 5, 100] {
+        assert_eq!(canary_hits(&db, a, limit).await, want_a, "limit {limit}");
+        assert_eq!(canary_hits(&db, b, limit).await, want_b, "limit {limit}");
+    }
+    // The other filters still apply to both parts.
+    let later = db
+        .list_hits(
+            a.tenant_id,
+            &HitFilter {
+                canary_id: Some(a.id),
+                store_id: Some(Uuid::now_v7()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "another store's filter matched {later:?}");
+    let other_tenant = db
+        .list_hits(
+            Uuid::now_v7(),
+            &HitFilter {
+                canary_id: Some(a.id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(other_tenant.is_empty());
+    // Moving the rest changes nothing listed.
+    db.index_hits().await.unwrap();
+    assert_eq!(unindexed(&db).await, 0);
+    assert_eq!(canary_hits(&db, a, 3).await, want_a);
+    assert_eq!(canary_hits(&db, b, 3).await, want_b);
+}
+
+/// The writers move waiting hits into the index by themselves once enough wait, one
+/// slice of the canaries after each batch, so the part of a canary listing read without
+/// the index stays bounded; halfway through a pass every hit is still listed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_hits_are_indexed_in_bulk_by_the_writers() {
+    use keytrap_store_sqlite::{index_slice, INDEX_EVERY};
+    let db = TempSqlite::new().await.unwrap();
+    let mut canaries = Vec::new();
+    for n in 1..=4 {
+        canaries.extend(conformance::planted(&db.db, n).await.2);
+    }
+    // A canary whose slice is moved before the pass ends (all eight on the last slice:
+    // a chance of 2^-32).
+    let c = canaries
+        .into_iter()
+        .find(|c| index_slice(c.id) < 15)
+        .unwrap();
+    let slice = index_slice(c.id);
+    let per_batch = 500;
+    let batches = INDEX_EVERY / per_batch + 1;
+    let total = (batches * per_batch) as i64;
+    // The recorder's way: the synchronous writer, with its upkeep after each batch.
+    let mut w = db.trap_writer().unwrap();
+    let events: Vec<Vec<TrapEvent>> = (0..batches)
+        .map(|_| (0..per_batch).map(|_| hit(&c)).collect())
+        .collect();
+    let mut want: Vec<Uuid> = events.iter().flat_map(|b| ids(b)).collect();
+    want.sort();
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let (back, done) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        // The last batch's upkeep starts the pass and moves slice 0.
+        for batch in &events {
+            w.record(batch).unwrap();
+            w.maintain();
+        }
+        back.send(()).unwrap();
+        // Then as many more slices as the test asks for.
+        while let Ok(n) = rx.recv() {
+            for _ in 0..n {
+                w.maintain();
+            }
+            back.send(()).unwrap();
+        }
+        w.idle();
+    });
+    let step = |n: usize| {
+        let (tx, done) = (&tx, &done);
+        tx.send(n).unwrap();
+        done.recv_timeout(Duration::from_secs(30)).unwrap();
+    };
+    done.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Slices 0..=slice moved, the pass not done: nothing deleted yet, nothing listed twice.
+    step(usize::from(slice));
+    assert_eq!(unindexed(&db).await, total, "deleted before the pass ended");
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    assert_eq!(canary_hits(&db, &c, 7).await, want);
+    // The rest of the pass: the moved rows are gone from the waiting table.
+    step(usize::from(15 - slice));
+    assert_eq!(unindexed(&db).await, 0);
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    drop(tx);
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+
+    // record_trap_events' way: a whole pass once enough wait.
+    for _ in 0..batches {
+        let batch: Vec<TrapEvent> = (0..per_batch).map(|_| hit(&c)).collect();
+        db.record_trap_events(&batch).await.unwrap();
+        want.extend(ids(&batch));
+    }
+    let waiting = unindexed(&db).await;
+    assert!(waiting < INDEX_EVERY as i64, "{waiting} hits still wait");
+    want.sort();
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    // After an emptied waiting table, new hits are numbered from 1 again and must not be
+    // taken for moved ones.
+    db.index_hits().await.unwrap();
+    assert_eq!(unindexed(&db).await, 0);
+    let fresh = vec![hit(&c), hit(&c)];
+    db.record_trap_events(&fresh).await.unwrap();
+    want.extend(ids(&fresh));
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+}

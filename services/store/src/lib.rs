@@ -65,6 +65,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait TrapWriter: Send {
     /// Records `batch` in one transaction, all or nothing; blocks until it is durable.
     fn record(&mut self, batch: &[TrapEvent]) -> Result<()>;
+    /// After a batch's requests have their answers: upkeep no request waits for.
+    fn maintain(&mut self) {}
     /// Nothing more is queued: release whatever keeps other writers waiting.
     fn idle(&mut self) {}
 }

@@ -185,6 +185,7 @@ fn run_blocking(
             }
         }
         batcher.done();
+        writer.maintain();
     }
 }
 
