@@ -176,6 +176,23 @@ impl Keys {
         }
     }
 
+    /// The credentials of canary `canary_id` whose API key was presented: the same as
+    /// [`credentials`](Self::credentials), for the `api_key` that canary's lookup digest
+    /// matched, without deriving the key again (the trap's request path, where an unknown
+    /// key's pseudo canary costs the same).
+    pub fn credentials_for_key(
+        &self,
+        exchange: Exchange,
+        canary_id: Uuid,
+        api_key: &str,
+    ) -> Credentials {
+        Credentials {
+            api_key: api_key.to_string(),
+            api_secret: self.api_secret(exchange, canary_id),
+            passphrase: self.passphrase(exchange, canary_id),
+        }
+    }
+
     /// Only the API key of canary `canary_id` (same as `credentials(..).api_key`, but
     /// cheaper: for Coinbase it skips the EC key).
     pub fn api_key(&self, exchange: Exchange, canary_id: Uuid) -> String {

@@ -62,12 +62,12 @@ impl TrapRequest {
     }
 
     /// First value of `name` among query parameters, then form body parameters.
+    /// Equal to the first match in `query_params()` then `form_params()`, without
+    /// decoding every pair (emulators ask for several parameters per request).
     pub fn param(&self, name: &str) -> Option<String> {
-        self.query_params()
-            .into_iter()
-            .chain(self.form_params())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        let query = self.query.as_deref().unwrap_or("");
+        let body = std::str::from_utf8(&self.body).unwrap_or("");
+        find_pair(query, name).or_else(|| find_pair(body, name))
     }
 }
 
@@ -80,6 +80,20 @@ pub fn form_pairs(s: &str) -> Vec<(String, String)> {
             (percent_decode(k), percent_decode(v))
         })
         .collect()
+}
+
+/// The decoded value of the first pair of `s` (as [`form_pairs`] splits it) whose decoded
+/// key is `name`.
+fn find_pair(s: &str, name: &str) -> Option<String> {
+    s.split('&').filter(|p| !p.is_empty()).find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let same = if k.bytes().any(|b| b == b'%' || b == b'+') {
+            percent_decode(k) == name
+        } else {
+            k == name
+        };
+        same.then(|| percent_decode(v))
+    })
 }
 
 pub fn percent_decode(s: &str) -> String {
@@ -406,5 +420,50 @@ mod tests {
             (0..200).map(|i| (format!("k{i}"), json!(i))).collect();
         let w = evidence_params(Value::Object(wide));
         assert_eq!(w.as_object().map(|o| o.len()), Some(MAX_EVIDENCE_ITEMS));
+    }
+
+    #[test]
+    fn param_is_the_first_decoded_match_in_query_then_body() {
+        let req = |query: Option<&str>, body: &[u8]| TrapRequest {
+            exchange: Exchange::Binance,
+            method: Method::POST,
+            path: "/x".into(),
+            full_path: "/binance/x".into(),
+            query: query.map(str::to_string),
+            headers: HeaderMap::new(),
+            body: Bytes::copy_from_slice(body),
+            host: String::new(),
+            source_ip: IpAddr::from([127, 0, 0, 1]),
+            received_at: Utc::now(),
+        };
+        let cases: [(Option<&str>, &[u8]); 7] = [
+            (Some("a=1&b=2&a=3"), b"a=4&c=5"),
+            (Some("sym%62ol=BTC%2BUSDT&x+y=1+2"), b""),
+            (Some("&&a&b=&=c&%zz=%4"), b"b=body"),
+            (None, b"timestamp=1&signature=ab%20cd"),
+            (Some("a=%FF%FE"), b"\xff\xfe=1"),
+            (Some("k=v"), &[0xff, b'=', b'1', b'&', b'q', b'=', b'2']),
+            (Some(""), b""),
+        ];
+        let names = [
+            "a", "b", "c", "symbol", "x y", "", "%zz", "timestamp", "signature", "q", "k", "zz",
+        ];
+        for (q, body) in cases {
+            let r = req(q, body);
+            for name in names {
+                // The definition: decode everything, take the first match.
+                let want = r
+                    .query_params()
+                    .into_iter()
+                    .chain(r.form_params())
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v);
+                assert_eq!(r.param(name), want, "{q:?} {body:?} {name:?}");
+            }
+        }
+        assert_eq!(
+            req(Some("sym%62ol=BTC%2BUSDT"), b"").param("symbol").as_deref(),
+            Some("BTC+USDT")
+        );
     }
 }

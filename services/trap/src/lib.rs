@@ -470,7 +470,9 @@ async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Res
         },
     };
     let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
-    let creds = st.keys.credentials(exchange, id);
+    // The key as presented: a canary's is its own (its digest matched), and an unknown
+    // key's pseudo canary needs none derived either.
+    let creds = st.keys.credentials_for_key(exchange, id, &key);
     let mut sig = emu.check_signature(&req, &creds);
 
     let Some(canary) = canary else {

@@ -170,3 +170,19 @@ fn keys_and_detection_keys_are_shareable_across_threads() {
     let key = handle.join().unwrap();
     assert_eq!(key, fixed_keys().api_key(Exchange::Okx, v7_id(5)));
 }
+
+#[test]
+fn credentials_for_a_presented_key_are_the_canarys_credentials() {
+    let keys = MasterKey::from_bytes(BYTES).keys();
+    for exchange in Exchange::ALL {
+        for n in 0..5 {
+            let id = v7_id(n);
+            let c = keys.credentials(exchange, id);
+            assert_eq!(keys.credentials_for_key(exchange, id, &c.api_key), c);
+            // Another canary's secret for the same key: the key is taken as presented.
+            let other = keys.credentials_for_key(exchange, v7_id(n + 100), &c.api_key);
+            assert_eq!(other.api_key, c.api_key);
+            assert_ne!(other.api_secret, c.api_secret, "{exchange:?}");
+        }
+    }
+}
