@@ -446,7 +446,18 @@ mod tests {
             (Some(""), b""),
         ];
         let names = [
-            "a", "b", "c", "symbol", "x y", "", "%zz", "timestamp", "signature", "q", "k", "zz",
+            "a",
+            "b",
+            "c",
+            "symbol",
+            "x y",
+            "",
+            "%zz",
+            "timestamp",
+            "signature",
+            "q",
+            "k",
+            "zz",
         ];
         for (q, body) in cases {
             let r = req(q, body);
@@ -462,7 +473,9 @@ mod tests {
             }
         }
         assert_eq!(
-            req(Some("sym%62ol=BTC%2BUSDT"), b"").param("symbol").as_deref(),
+            req(Some("sym%62ol=BTC%2BUSDT"), b"")
+                .param("symbol")
+                .as_deref(),
             Some("BTC+USDT")
         );
     }

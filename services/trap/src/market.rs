@@ -77,6 +77,17 @@ pub const CURRENCIES: &[(&str, &str, &[&str])] = &[
 
 /// Formats with exactly `decimals` places (exchanges send fixed-width decimals).
 pub fn fixed(v: f64, decimals: u32) -> String {
+    // Most fields of an account answer are a positive zero: the same text without the
+    // float formatter (about 3% of the trap's CPU per canary answer).
+    if v == 0.0 && v.is_sign_positive() && decimals <= 16 {
+        const ZEROS: &str = "0.0000000000000000";
+        return ZEROS[..if decimals == 0 {
+            1
+        } else {
+            2 + decimals as usize
+        }]
+            .to_string();
+    }
     format!("{v:.*}", decimals as usize)
 }
 
@@ -247,6 +258,15 @@ pub fn numeric_order_id(canary: Uuid, seq: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fixed_zero_is_the_float_formatters_text() {
+        for d in 0..=20u32 {
+            for v in [0.0f64, -0.0, 1e-12, 0.5, 123.456_789_01] {
+                assert_eq!(super::fixed(v, d), format!("{v:.*}", d as usize), "{v} {d}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
