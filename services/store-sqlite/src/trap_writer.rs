@@ -35,8 +35,8 @@ const GATE_HOLD: Duration = Duration::from_millis(5);
 
 /// Hits waiting in `hits_unindexed` at which the recorder starts moving them into
 /// `hits_by_canary` (migration 0006, docs/storage.md), one slice of the canaries after
-/// each of its next batches: about the bound on what `GET /v1/hits?canary_id=` reads
-/// besides the index.
+/// each of its next batches that no request queues behind (after every batch from twice
+/// this many): what `GET /v1/hits?canary_id=` reads besides the index stays about that.
 pub const INDEX_EVERY: usize = 4_096;
 /// Canary slices (migration 0006: the low four bits of the id's last byte).
 const SLICES: u8 = 16;
@@ -735,10 +735,17 @@ impl TrapWriter for SqliteTrapWriter {
         self.db.record_locked(batch)
     }
 
-    fn maintain(&mut self) {
-        // One slice after each batch: a pass under way goes on, a new one starts once
-        // enough hits wait.
-        self.index(self.db.unindexed() >= INDEX_EVERY, false);
+    fn maintain(&mut self, queued: bool) {
+        // One slice after a batch: a pass under way goes on, a new one starts once enough
+        // hits wait. While requests queue for the next batch the slice waits (slices
+        // back to back under load made the queue, and the next batch, longer each time),
+        // unless twice the usual number of hits wait: the bound on what a canary listing
+        // reads besides the index.
+        let waiting = self.db.unindexed();
+        if queued && waiting < 2 * INDEX_EVERY {
+            return;
+        }
+        self.index(waiting >= INDEX_EVERY, false);
     }
 
     fn idle(&mut self) {

@@ -267,13 +267,13 @@ async fn waiting_hits_are_indexed_in_bulk_by_the_writers() {
         // The last batch's upkeep starts the pass and moves slice 0.
         for batch in &events {
             w.record(batch).unwrap();
-            w.maintain();
+            w.maintain(false);
         }
         back.send(()).unwrap();
         // Then as many more slices as the test asks for.
         while let Ok(n) = rx.recv() {
             for _ in 0..n {
-                w.maintain();
+                w.maintain(false);
             }
             back.send(()).unwrap();
         }
@@ -317,4 +317,46 @@ async fn waiting_hits_are_indexed_in_bulk_by_the_writers() {
     db.record_trap_events(&fresh).await.unwrap();
     want.extend(ids(&fresh));
     assert_eq!(canary_hits(&db, &c, 1000).await, want);
+}
+
+/// While requests queue for the next batch, the writer puts the index's upkeep off, until
+/// twice the usual number of hits wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_upkeep_waits_while_requests_queue_up_to_a_bound() {
+    use keytrap_store_sqlite::INDEX_EVERY;
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let mut w = db.trap_writer().unwrap();
+    let per_batch = 512;
+    let slice0 = i64::from(keytrap_store_sqlite::index_slice(c.id) == 0);
+    let record = move |mut w: Box<dyn TrapWriter>, batches: usize, queued: bool| {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..batches {
+                let batch: Vec<TrapEvent> = (0..per_batch).map(|_| hit(&c)).collect();
+                w.record(&batch).unwrap();
+                w.maintain(queued);
+            }
+            w
+        })
+    };
+    // Past the usual start, requests queued after every batch: nothing moves.
+    let past = INDEX_EVERY / per_batch + 2;
+    w = record(w, past, true).await.unwrap();
+    assert_eq!(unindexed(&db).await, (past * per_batch) as i64);
+    // Up to twice that, still nothing; the batch that crosses it starts a pass (slice 0
+    // moves; rows are deleted only when the pass ends).
+    let more = 2 * INDEX_EVERY / per_batch - past;
+    w = record(w, more, true).await.unwrap();
+    let total = (2 * INDEX_EVERY) as i64;
+    assert_eq!(unindexed(&db).await, total);
+    let moved: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hits_by_canary")
+        .fetch_one(db.reader())
+        .await
+        .unwrap();
+    assert_eq!(moved, slice0 * total, "only slice 0 may have moved");
+    // Fifteen more batches, requests still queued: the pass goes on to its end.
+    w = record(w, 15, true).await.unwrap();
+    assert_eq!(unindexed(&db).await, (15 * per_batch) as i64);
+    drop(w);
 }

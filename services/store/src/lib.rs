@@ -66,7 +66,9 @@ pub trait TrapWriter: Send {
     /// Records `batch` in one transaction, all or nothing; blocks until it is durable.
     fn record(&mut self, batch: &[TrapEvent]) -> Result<()>;
     /// After a batch's requests have their answers: upkeep no request waits for.
-    fn maintain(&mut self) {}
+    /// `queued`: requests are waiting for the next batch already (upkeep that can wait
+    /// should).
+    fn maintain(&mut self, _queued: bool) {}
     /// Nothing more is queued: release whatever keeps other writers waiting.
     fn idle(&mut self) {}
 }

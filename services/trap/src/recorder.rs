@@ -185,7 +185,7 @@ fn run_blocking(
             }
         }
         batcher.done();
-        writer.maintain();
+        writer.maintain(!rx.is_empty());
     }
 }
 
