@@ -590,9 +590,8 @@ impl SqliteDatabase {
 
     /// One step of the index's upkeep (the caller holds the write gate): starts a pass
     /// over the hits waiting now when `start` allows, or moves the next slice of the
-    /// pass under way; `all` runs the pass to its end. Returns whether a pass is still
-    /// under way.
-    fn index_step(&self, start: bool, all: bool) -> Result<bool> {
+    /// pass under way; `all` runs the pass to its end.
+    fn index_step(&self, start: bool, all: bool) -> Result<()> {
         let mut conn = self.trap_conn();
         let mut pass = self
             .trap
@@ -624,7 +623,7 @@ impl SqliteDatabase {
                 break;
             }
         }
-        Ok(pass.is_some())
+        Ok(())
     }
 
     /// Hits committed but not yet deleted from `hits_unindexed`.
@@ -660,7 +659,7 @@ impl SqliteDatabase {
         let done = tokio::task::spawn_blocking(move || {
             // A pass under way first, then one over everything waiting now.
             db.index_step(false, true)?;
-            db.index_step(true, true).map(drop)
+            db.index_step(true, true)
         })
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?;
