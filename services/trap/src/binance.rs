@@ -2139,13 +2139,7 @@ mod tests {
     }
 
     fn account<'a>(creds: &'a Credentials, book: &'a MemoryOrderBook, id: Uuid) -> Account<'a> {
-        Account {
-            canary_id: id,
-            exchange: Exchange::Binance,
-            credentials: creds,
-            now: Utc::now(),
-            orders: book,
-        }
+        crate::testkit::account(Exchange::Binance, id, creds, book)
     }
 
     #[tokio::test]

@@ -1135,13 +1135,7 @@ pub(crate) mod tests {
         let id = Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b);
         // The wallet depends on the canary id alone; the credentials are the suite's.
         let (c, book) = (creds(), MemoryOrderBook::default());
-        let account = Account {
-            canary_id: id,
-            exchange: Exchange::Bybit,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Bybit, id, &c, &book);
         let text = wallet_balance(&account);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(keys(&v), ["list"]);
@@ -1605,13 +1599,7 @@ pub(crate) mod tests {
         let book = MemoryOrderBook::default();
         let c = creds();
         let id = Uuid::now_v7();
-        let account = Account {
-            canary_id: id,
-            exchange: Exchange::Bybit,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Bybit, id, &c, &book);
         let v = call(&get("/v5/user/query-api", ""), &account).await;
         assert_eq!(v["retCode"], 0);
         assert_eq!(v["result"]["readOnly"], 0);

@@ -2236,13 +2236,7 @@ pub(crate) mod tests {
     async fn private_round_trip() {
         let (id, creds) = canary();
         let book = MemoryOrderBook::default();
-        let acct = Account {
-            canary_id: id,
-            exchange: Exchange::Coinbase,
-            credentials: &creds,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let acct = crate::testkit::account(Exchange::Coinbase, id, &creds, &book);
         // Balances, both APIs.
         let (s, v) = body_json(
             Coinbase

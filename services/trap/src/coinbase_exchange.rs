@@ -1122,13 +1122,7 @@ mod tests {
             .keys()
             .credentials(Exchange::CoinbaseExchange, id);
         let book = MemoryOrderBook::default();
-        let acct = Account {
-            canary_id: id,
-            exchange: Exchange::CoinbaseExchange,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let acct = crate::testkit::account(Exchange::CoinbaseExchange, id, &c, &book);
         let e = CoinbaseExchange;
         let (_, v) = json_of(e.private(&req("GET", "/accounts", "", &[]), &acct).await).await;
         let usdt = v

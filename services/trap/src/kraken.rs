@@ -1346,13 +1346,7 @@ mod tests {
         let book = MemoryOrderBook::default();
         let c = creds();
         let id = Uuid::now_v7();
-        let account = Account {
-            canary_id: id,
-            exchange: Exchange::Kraken,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Kraken, id, &c, &book);
         let v = call(&post("/0/private/BalanceEx", "nonce=1", None), &account).await;
         assert_eq!(v["error"], json!([]));
         let bal = market::balances(id);

@@ -1648,13 +1648,7 @@ mod tests {
     async fn hf_open_orders_have_null_stp() {
         let c = creds();
         let book = MemoryOrderBook::default();
-        let account = Account {
-            canary_id: Uuid::from_u128(43),
-            exchange: Exchange::Kucoin,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Kucoin, Uuid::from_u128(43), &c, &book);
         let body = r#"{"clientOid":"c1","side":"buy","symbol":"BTC-USDT","type":"limit","price":"20000","size":"0.01"}"#;
         let placed = Kucoin
             .private(
@@ -1697,13 +1691,7 @@ mod tests {
         let c = creds();
         let book = MemoryOrderBook::default();
         let canary = Uuid::from_u128(42);
-        let account = Account {
-            canary_id: canary,
-            exchange: Exchange::Kucoin,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Kucoin, canary, &c, &book);
         let k = Kucoin;
         let call = |m: &str, t: &str, b: &str| signed(&c, now(), m, t, b);
 
@@ -1963,13 +1951,7 @@ mod tests {
     async fn never_panics_on_garbage() {
         let c = creds();
         let book = MemoryOrderBook::default();
-        let account = Account {
-            canary_id: Uuid::from_u128(7),
-            exchange: Exchange::Kucoin,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Kucoin, Uuid::from_u128(7), &c, &book);
         let bodies: [&[u8]; 7] = [b"", b"\xff\xfe{", b"{}", b"[]", b"null", b"{\"a\":[[[[]]]]}", br#"[{"instId":"BTC-USDT","symbol":"BTC-USDT","side":"buy","sz":"1e308","size":"1e308","price":"1e308","px":"-1","amount":1e308,"amt":"NaN","currency":"USDT","ccy":"USDT"}]"#];
         let paths = [
             "/api/v1/orders",

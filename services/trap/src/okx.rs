@@ -1623,13 +1623,7 @@ mod tests {
         let c = creds();
         let book = MemoryOrderBook::default();
         let canary = Uuid::from_u128(42);
-        let account = Account {
-            canary_id: canary,
-            exchange: Exchange::Okx,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Okx, canary, &c, &book);
         let k = Okx;
         let call = |m: &str, t: &str, b: &str| signed(&c, Utc::now(), m, t, b);
 
@@ -1871,13 +1865,7 @@ mod tests {
     async fn never_panics_on_garbage() {
         let c = creds();
         let book = MemoryOrderBook::default();
-        let account = Account {
-            canary_id: Uuid::from_u128(7),
-            exchange: Exchange::Okx,
-            credentials: &c,
-            now: Utc::now(),
-            orders: &book,
-        };
+        let account = crate::testkit::account(Exchange::Okx, Uuid::from_u128(7), &c, &book);
         let bodies: [&[u8]; 7] = [b"", b"\xff\xfe{", b"{}", b"[]", b"null", b"{\"a\":[[[[]]]]}", br#"[{"instId":"BTC-USDT","symbol":"BTC-USDT","side":"buy","sz":"1e308","size":"1e308","price":"1e308","px":"-1","amount":1e308,"amt":"NaN","currency":"USDT","ccy":"USDT"}]"#];
         let paths = [
             "/api/v5/trade/batch-orders",

@@ -4,9 +4,26 @@
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use chrono::Utc;
-use keytrap_core::Exchange;
+use keytrap_core::{Credentials, Exchange};
+use uuid::Uuid;
 
-use crate::emulator::TrapRequest;
+use crate::emulator::{Account, OrderBook, TrapRequest};
+
+/// A canary's account as the shared path hands it to an emulator, at the current time.
+pub fn account<'a>(
+    exchange: Exchange,
+    canary_id: Uuid,
+    credentials: &'a Credentials,
+    orders: &'a dyn OrderBook,
+) -> Account<'a> {
+    Account {
+        canary_id,
+        exchange,
+        credentials,
+        now: Utc::now(),
+        orders,
+    }
+}
 
 /// Builds a request as the shared path would.
 pub fn request(
