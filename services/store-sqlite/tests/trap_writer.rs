@@ -360,3 +360,43 @@ async fn index_upkeep_waits_while_requests_queue_up_to_a_bound() {
     assert_eq!(unindexed(&db).await, (15 * per_batch) as i64);
     drop(w);
 }
+
+/// When nothing is queued, the writer moves waiting hits a slice per step, so the
+/// recorder can stop between slices when a request arrives: a whole pass takes 16 steps,
+/// the first only once the idle interval (1 s) has passed, and the hits stay listed
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upkeep_moves_waiting_hits_one_slice_per_step() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let mut w = db.trap_writer().unwrap();
+    let batch: Vec<TrapEvent> = (0..10).map(|_| hit(&c)).collect();
+    let mut want = ids(&batch);
+    want.sort();
+    let mut w = tokio::task::spawn_blocking(move || {
+        w.record(&batch).unwrap();
+        // Fresh writer: the idle interval has not passed, nothing is moved.
+        assert!(!w.idle_step(), "moved hits before the idle interval");
+        w
+    })
+    .await
+    .unwrap();
+    assert_eq!(unindexed(&db).await, 10);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (mut w, steps) = tokio::task::spawn_blocking(move || {
+        let mut steps = 1;
+        while w.idle_step() {
+            steps += 1;
+            assert!(steps <= 16, "a pass took more than 16 steps");
+        }
+        // Nothing waits now: no more steps.
+        assert!(!w.idle_step());
+        (w, steps)
+    })
+    .await
+    .unwrap();
+    assert_eq!(steps, 16, "one slice per step");
+    assert_eq!(unindexed(&db).await, 0);
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    tokio::task::spawn_blocking(move || w.idle()).await.unwrap();
+}

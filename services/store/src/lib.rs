@@ -69,6 +69,12 @@ pub trait TrapWriter: Send {
     /// `queued`: requests are waiting for the next batch already (upkeep that can wait
     /// should).
     fn maintain(&mut self, _queued: bool) {}
+    /// Nothing is queued: one step of upkeep that waits for a quiet moment. `true` while
+    /// more is due; the recorder calls it again only while nothing arrives, so a request
+    /// that comes meanwhile waits for one step at most, never for the whole of the upkeep.
+    fn idle_step(&mut self) -> bool {
+        false
+    }
     /// Nothing more is queued: release whatever keeps other writers waiting.
     fn idle(&mut self) {}
 }

@@ -165,7 +165,9 @@ fn run_blocking(
         let first = match rx.try_recv() {
             Ok(job) => job,
             Err(mpsc::error::TryRecvError::Empty) => {
-                // Nothing queued: let other writers in while this thread sleeps.
+                // Nothing queued: upkeep, a step at a time while nothing arrives; then let
+                // other writers in while this thread sleeps.
+                while rx.is_empty() && writer.idle_step() {}
                 writer.idle();
                 match rx.blocking_recv() {
                     Some(job) => job,
