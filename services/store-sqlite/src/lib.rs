@@ -832,6 +832,11 @@ pub mod testing {
             let db = SqliteDatabase::connect(&format!("sqlite://{}", path.display())).await?;
             Ok(TempSqlite { db, path })
         }
+
+        /// The database file.
+        pub fn path(&self) -> &std::path::Path {
+            &self.path
+        }
     }
 
     impl std::ops::Deref for TempSqlite {

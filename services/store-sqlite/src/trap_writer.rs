@@ -16,9 +16,17 @@
 //! (no `SQLITE_BUSY` sleeps) and other writers queue fairly behind the trap, as before.
 //! The recorder's thread keeps the gate across back-to-back batches for at most
 //! [`GATE_HOLD`], then lets any waiting writer in.
+//!
+//! Checkpoints. SQLite checkpoints the WAL by itself inside the COMMIT that takes it past
+//! 1,000 pages: that commit's requests waited for the copy and two more `fsync`s, 3-20 ms
+//! under load (docs/benchmarks.md). The trap's connection has the automatic checkpoint
+//! off and checkpoints when no request waits for it: after a batch's requests have their
+//! answers, like the index's upkeep, at most every [`CHECKPOINT_EVERY`] (and at least
+//! every [`CHECKPOINT_BOUND`] while it wrote, so the WAL stays bounded under a flood).
+//! The pool's connections keep the automatic checkpoint for what the API writes.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +51,13 @@ const SLICES: u8 = 16;
 /// When the trap is idle, fewer waiting hits are moved too, at most this often.
 const INDEX_WHEN_IDLE: Duration = Duration::from_secs(1);
 
+/// The trap's connection checkpoints what it wrote at most this often, after a batch no
+/// request queues behind or when idle. Under the heaviest load measured (about 25,000 WAL
+/// pages a second) that is about what SQLite's automatic checkpoint (1,000 pages) copies.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// ... and at least this often while it writes, queued requests or not.
+const CHECKPOINT_BOUND: Duration = Duration::from_millis(100);
+
 /// A canary's slice of the per-canary index upkeep.
 pub fn slice_of(canary: Uuid) -> u8 {
     canary.as_bytes()[15] & (SLICES - 1)
@@ -62,6 +77,10 @@ pub(crate) struct TrapConn {
     unindexed: AtomicUsize,
     /// The move under way, if any (kept with the connection it runs on).
     pass: Mutex<Option<Pass>>,
+    /// The connection committed since its last checkpoint.
+    written: AtomicBool,
+    /// When it last checkpointed.
+    checkpointed_at: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for TrapConn {
@@ -98,7 +117,7 @@ impl TrapConn {
         conn.busy_timeout(busy_timeout).map_err(sql_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -109,6 +128,8 @@ impl TrapConn {
             conn: Mutex::new(conn),
             unindexed: AtomicUsize::new(usize::try_from(unindexed).unwrap_or(0)),
             pass: Mutex::new(None),
+            written: AtomicBool::new(false),
+            checkpointed_at: Mutex::new(Instant::now()),
         })
     }
 }
@@ -585,6 +606,7 @@ impl SqliteDatabase {
             batch,
         )?;
         self.trap.unindexed.fetch_add(hits, Ordering::Relaxed);
+        self.trap.written.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -606,6 +628,7 @@ impl SqliteDatabase {
         }
         while let Some(p) = *pass {
             let deleted = index_slice(&mut conn, p.next, p.upto)?;
+            self.trap.written.store(true, Ordering::Relaxed);
             *pass = (p.next + 1 < SLICES).then_some(Pass {
                 next: p.next + 1,
                 ..p
@@ -624,6 +647,33 @@ impl SqliteDatabase {
             }
         }
         Ok(())
+    }
+
+    /// The trap's connection wrote since its last checkpoint, at least `after` ago.
+    fn checkpoint_due(&self, after: Duration) -> bool {
+        self.trap.written.load(Ordering::Relaxed)
+            && self
+                .trap
+                .checkpointed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .elapsed()
+                >= after
+    }
+
+    /// A passive checkpoint on the trap's connection: copies into the database file what
+    /// no reader still needs, never waiting for readers or writers. A checkpoint under way
+    /// on another connection makes it fail (`SQLITE_BUSY`), to be tried again later.
+    fn checkpoint(&self) -> Result<()> {
+        let conn = self.trap_conn();
+        *self
+            .trap
+            .checkpointed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.trap.written.store(false, Ordering::Relaxed);
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(sql_err)
     }
 
     /// A pass over the waiting hits has moved some slices, not all.
@@ -651,6 +701,9 @@ impl SqliteDatabase {
             // This path has no "after the answer": a whole pass at once.
             if db.unindexed() >= INDEX_EVERY {
                 db.index_step(true, true)?;
+            }
+            if db.checkpoint_due(CHECKPOINT_EVERY) {
+                db.checkpoint()?;
             }
             Ok(())
         })
@@ -724,6 +777,18 @@ impl SqliteTrapWriter {
         }
     }
 
+    /// A checkpoint (see [`SqliteDatabase::checkpoint`]). A failure (another connection
+    /// checkpointing, say) loses nothing; it is logged and tried again later.
+    fn checkpoint(&mut self) -> bool {
+        match self.db.checkpoint() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
+                false
+            }
+        }
+    }
+
     fn release(&mut self) {
         if let Some((conn, _)) = self.gate.take() {
             // Returning a pooled connection spawns a task on the runtime.
@@ -754,22 +819,36 @@ impl TrapWriter for SqliteTrapWriter {
         // unless twice the usual number of hits wait: the bound on what a canary listing
         // reads besides the index.
         let waiting = self.db.unindexed();
-        if queued && waiting < 2 * INDEX_EVERY {
+        let index_due = waiting >= INDEX_EVERY || self.db.pass_under_way();
+        if index_due && (!queued || waiting >= 2 * INDEX_EVERY) {
+            self.index(waiting >= INDEX_EVERY, false);
             return;
         }
-        self.index(waiting >= INDEX_EVERY, false);
+        // Else the checkpoint, on the same terms: one piece of upkeep per batch.
+        let after = if queued {
+            CHECKPOINT_BOUND
+        } else {
+            CHECKPOINT_EVERY
+        };
+        if self.db.checkpoint_due(after) {
+            self.checkpoint();
+        }
     }
 
     fn idle_step(&mut self) -> bool {
         // A pass under way goes on; a new one starts over whatever waits, at most once per
         // INDEX_WHEN_IDLE. One slice per call: the recorder stops calling as soon as a
-        // request arrives (a whole pass in one go held arriving requests 10-17 ms).
+        // request arrives (a whole pass in one go held arriving requests 10-17 ms). A
+        // failed step is tried again at the next quiet moment, not in a loop here.
         let under_way = self.db.pass_under_way();
-        if !under_way && (self.db.unindexed() == 0 || self.indexed_at.elapsed() < INDEX_WHEN_IDLE) {
-            return false;
+        if under_way || (self.db.unindexed() > 0 && self.indexed_at.elapsed() >= INDEX_WHEN_IDLE) {
+            // True after a slice: more slices, or the checkpoint, may be due.
+            return self.index(!under_way, false);
         }
-        // A failed step is tried again at the next quiet moment, not in a loop here.
-        self.index(!under_way, false) && self.db.pass_under_way()
+        if self.db.checkpoint_due(CHECKPOINT_EVERY) {
+            self.checkpoint();
+        }
+        false
     }
 
     fn idle(&mut self) {

@@ -361,42 +361,122 @@ async fn index_upkeep_waits_while_requests_queue_up_to_a_bound() {
     drop(w);
 }
 
+/// Hits in the database file itself, without its WAL: what checkpoints have copied.
+fn hits_in_main_file(path: &std::path::Path) -> i64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let uri = format!("file:{}?immutable=1", path.display());
+    let conn = rusqlite::Connection::open_with_flags(uri, flags).unwrap();
+    // The migrations themselves may not have been copied yet.
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'hits'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if tables == 0 {
+        return 0;
+    }
+    conn.query_row("SELECT COUNT(*) FROM hits", [], |r| r.get(0))
+        .unwrap()
+}
+
 /// When nothing is queued, the writer moves waiting hits a slice per step, so the
-/// recorder can stop between slices when a request arrives: a whole pass takes 16 steps,
-/// the first only once the idle interval (1 s) has passed, and the hits stay listed
+/// recorder can stop between slices when a request arrives (the first only once the idle
+/// interval of 1 s has passed), then checkpoints what it wrote; the hits stay listed
 /// throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upkeep_moves_waiting_hits_one_slice_per_step() {
     let db = TempSqlite::new().await.unwrap();
     let c = planted(&db).await;
-    let mut w = db.trap_writer().unwrap();
+    let w = db.trap_writer().unwrap();
     let batch: Vec<TrapEvent> = (0..10).map(|_| hit(&c)).collect();
     let mut want = ids(&batch);
     want.sort();
+    let step = |mut w: Box<dyn TrapWriter>| {
+        tokio::task::spawn_blocking(move || {
+            let more = w.idle_step();
+            (w, more)
+        })
+    };
     let mut w = tokio::task::spawn_blocking(move || {
+        let mut w = w;
         w.record(&batch).unwrap();
-        // Fresh writer: the idle interval has not passed, nothing is moved.
-        assert!(!w.idle_step(), "moved hits before the idle interval");
         w
     })
     .await
     .unwrap();
+    // Fresh writer: the idle interval has not passed, nothing is moved.
+    let more;
+    (w, more) = step(w).await.unwrap();
+    assert!(!more);
     assert_eq!(unindexed(&db).await, 10);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (mut w, steps) = tokio::task::spawn_blocking(move || {
-        let mut steps = 1;
-        while w.idle_step() {
-            steps += 1;
-            assert!(steps <= 16, "a pass took more than 16 steps");
+    // One slice: the pass is under way, the waiting rows are deleted only at its end.
+    let mut more;
+    (w, more) = step(w).await.unwrap();
+    assert!(more, "the pass should go on");
+    assert_eq!(unindexed(&db).await, 10, "a whole pass in one step");
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    let mut steps = 1;
+    while more {
+        (w, more) = step(w).await.unwrap();
+        steps += 1;
+        assert!(steps <= 17, "16 slices and a checkpoint took {steps} steps");
+    }
+    assert_eq!(steps, 17, "16 slices, then the checkpoint");
+    assert_eq!(unindexed(&db).await, 0);
+    assert_eq!(canary_hits(&db, &c, 1000).await, want);
+    assert_eq!(
+        hits_in_main_file(db.path()),
+        10,
+        "the idle writer did not checkpoint"
+    );
+    tokio::task::spawn_blocking(move || w.idle()).await.unwrap();
+}
+
+/// The trap's connection does not checkpoint inside its commits, however large the WAL
+/// grows (SQLite's automatic checkpoint would, at 1,000 pages); it checkpoints in its
+/// upkeep after a batch, once 50 ms have passed since the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_commits_leave_the_checkpoint_to_the_upkeep() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = db.trap_writer().unwrap();
+    let batches = 50;
+    let per_batch = 200;
+    let w = tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        for _ in 0..batches {
+            let batch: Vec<TrapEvent> = (0..per_batch).map(|_| hit(&c)).collect();
+            w.record(&batch).unwrap();
         }
-        // Nothing waits now: no more steps.
-        assert!(!w.idle_step());
-        (w, steps)
+        w
     })
     .await
     .unwrap();
-    assert_eq!(steps, 16, "one slice per step");
-    assert_eq!(unindexed(&db).await, 0);
-    assert_eq!(canary_hits(&db, &c, 1000).await, want);
-    tokio::task::spawn_blocking(move || w.idle()).await.unwrap();
+    let wal = std::fs::metadata(format!("{}-wal", db.path().display()))
+        .unwrap()
+        .len();
+    assert!(wal > 1_000 * 4096, "the WAL holds only {wal} bytes");
+    assert_eq!(hits_in_main_file(db.path()), 0, "a commit checkpointed");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let path = db.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        // More than INDEX_EVERY hits wait: a pass of 16 slices goes first, one a batch.
+        for _ in 0..16 {
+            w.maintain(false);
+        }
+        assert_eq!(
+            hits_in_main_file(&path),
+            0,
+            "checkpointed before the index's upkeep"
+        );
+        w.maintain(false);
+        w.idle();
+    })
+    .await
+    .unwrap();
+    assert_eq!(hits_in_main_file(db.path()), (batches * per_batch) as i64);
 }
