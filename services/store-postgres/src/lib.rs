@@ -14,8 +14,10 @@ use uuid::Uuid;
 
 mod placements;
 mod trap;
+mod trap_writer;
 mod webhooks;
 
+pub use trap_writer::APPLICATION_NAME as TRAP_WRITER_APPLICATION_NAME;
 pub use webhooks::WAKE_CHANNEL;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -26,6 +28,9 @@ pub struct PgDatabase {
     pool: PgPool,
     /// `hit.recorded` subscribers, cached for the trap (see `webhooks.rs`).
     hit_subscribers: std::sync::Arc<HitSubscribers>,
+    /// The runtime the pool was made on: background work goes there, also when started
+    /// from the trap writer's own runtime (see `trap_writer.rs`).
+    runtime: tokio::runtime::Handle,
 }
 
 impl PgDatabase {
@@ -46,6 +51,7 @@ impl PgDatabase {
         Ok(PgDatabase {
             pool,
             hit_subscribers: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -535,6 +541,10 @@ impl Database for PgDatabase {
 
     async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()> {
         self.trap_record(batch).await
+    }
+
+    fn trap_writer(&self) -> Option<Box<dyn TrapWriter>> {
+        trap_writer::PgTrapWriter::new(self.clone()).map(|w| Box::new(w) as Box<dyn TrapWriter>)
     }
 
     async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>> {

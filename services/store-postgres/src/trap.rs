@@ -391,7 +391,18 @@ async fn apply_unknown_group(c: &mut PgConnection, g: &UnknownGroup<'_>) -> Resu
 
 impl PgDatabase {
     pub(crate) async fn trap_record(&self, batch: &[TrapEvent]) -> Result<()> {
-        let mut tx = self.pool().begin().await.map_err(backend)?;
+        let mut conn = self.pool().acquire().await.map_err(backend)?;
+        self.trap_record_on(&mut conn, batch).await
+    }
+
+    /// The group commit on `conn`: every event of `batch` in one transaction.
+    pub(crate) async fn trap_record_on(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[TrapEvent],
+    ) -> Result<()> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await.map_err(backend)?;
         for g in unknown_groups(batch) {
             apply_unknown_group(&mut tx, &g).await?;
         }

@@ -172,9 +172,11 @@ impl PgDatabase {
             .hit_subscribers
             .tenants(
                 |generation| {
-                    // Never in the hit's transaction: a background read replaces it.
+                    // Never in the hit's transaction: a background read replaces it, on
+                    // the pool's runtime (not the trap writer's, which runs only while it
+                    // commits).
                     let db = self.clone();
-                    tokio::spawn(async move {
+                    self.runtime.spawn(async move {
                         let read = sqlx::query_scalar(HIT_SUBSCRIBERS)
                             .fetch_all(db.pool())
                             .await;

@@ -18,8 +18,8 @@
 //! [`GATE_HOLD`], then lets any waiting writer in.
 //!
 //! Checkpoints. SQLite checkpoints the WAL by itself inside the COMMIT that takes it past
-//! 1,000 pages: that commit's requests waited for the copy and two more `fsync`s, 3-20 ms
-//! under load (docs/benchmarks.md). The trap's connection has the automatic checkpoint
+//! 1,000 pages: that commit's requests waited for the copy and two more `fsync`s (the
+//! canary benchmark's commits over 5 ms, docs/benchmarks.md). The trap's connection has the automatic checkpoint
 //! off and checkpoints when no request waits for it: after a batch's requests have their
 //! answers, like the index's upkeep, at most every [`CHECKPOINT_EVERY`] (and at least
 //! every [`CHECKPOINT_BOUND`] while it wrote, so the WAL stays bounded under a flood).
@@ -52,8 +52,7 @@ const SLICES: u8 = 16;
 const INDEX_WHEN_IDLE: Duration = Duration::from_secs(1);
 
 /// The trap's connection checkpoints what it wrote at most this often, after a batch no
-/// request queues behind or when idle. Under the heaviest load measured (about 25,000 WAL
-/// pages a second) that is about what SQLite's automatic checkpoint (1,000 pages) copies.
+/// request queues behind or when idle.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// ... and at least this often while it writes, queued requests or not.
 const CHECKPOINT_BOUND: Duration = Duration::from_millis(100);

@@ -144,9 +144,10 @@ pub trait Database: Send + Sync + 'static {
     /// unknown-key sighting of the batch, in one transaction. All or nothing.
     async fn record_trap_events(&self, batch: &[TrapEvent]) -> Result<()>;
     /// A synchronous writer for the same group commit, for the trap's recorder to run on
-    /// a thread of its own. A backend whose driver hands every statement to another
-    /// thread (sqlx's SQLite) returns one, so a batch costs no hop between threads per
-    /// statement; `None` (the default): the recorder awaits
+    /// a thread of its own. SQLite's (sqlx's driver hands every statement to another
+    /// thread) runs a batch without a hop between threads per statement; PostgreSQL's runs
+    /// it on a runtime and a connection of its own, so no round trip's answer waits behind
+    /// the request tasks. `None` (the default): the recorder awaits
     /// [`record_trap_events`](Self::record_trap_events) on the runtime.
     fn trap_writer(&self) -> Option<Box<dyn TrapWriter>> {
         None

@@ -8,12 +8,12 @@
 //! Canary and unknown-key requests wait for the same commits: the answer to a canary is
 //! neither less durable nor slower than the answer to an unknown key.
 //!
-//! Where the backend offers a synchronous writer ([`Database::trap_writer`], SQLite),
-//! the writer is a thread of its own that runs each batch straight through: no hop to
-//! another thread and back per statement, and no wait for a runtime worker between
-//! batches while request tasks fill the run queues. Otherwise it is a task on the
-//! runtime that awaits [`Database::record_trap_events`] (PostgreSQL, whose statements
-//! are network round trips anyway).
+//! Where the backend offers a synchronous writer ([`Database::trap_writer`]: SQLite,
+//! PostgreSQL), the writer is a thread of its own that runs each batch straight through:
+//! no hop to another thread and back per statement (SQLite), no wait behind the request
+//! tasks for each round trip's answer (PostgreSQL, on a runtime of its own), and no wait
+//! for a runtime worker between batches while request tasks fill the run queues.
+//! Otherwise it is a task on the runtime that awaits [`Database::record_trap_events`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
