@@ -398,6 +398,8 @@ struct Commits {
     timed: f64,
     within_5ms: f64,
     within_20ms: f64,
+    /// The idle floor answers that commit alone are held to (timing stealth), seconds.
+    idle_floor: f64,
 }
 
 impl Commits {
@@ -424,6 +426,7 @@ impl Commits {
             timed: value("keytrap_trap_commit_duration_seconds_count")?,
             within_5ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.005\"}")?,
             within_20ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.02\"}")?,
+            idle_floor: value("keytrap_trap_idle_floor_seconds")?,
         })
     }
 
@@ -437,13 +440,14 @@ impl Commits {
         let timed = self.timed - before.timed;
         println!(
             "      group commit: {:.1} events/commit, {:.0} commits/s, {:.0} us/commit, writer busy {:.0}%; \
-             commits over 5 ms: {:.0}, over 20 ms: {:.0}",
+             commits over 5 ms: {:.0}, over 20 ms: {:.0}; idle floor at the end {:.1} ms",
             events / commits.max(1.0),
             commits / wall,
             busy / commits.max(1.0) * 1e6,
             busy / wall * 100.0,
             timed - (self.within_5ms - before.within_5ms),
             timed - (self.within_20ms - before.within_20ms),
+            self.idle_floor * 1e3,
         );
     }
 }
