@@ -148,9 +148,17 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The trap's server process runs on the runtime `keytrap serve` would give it.
+    let rt = match &cli.cmd {
+        Cmd::Serve {
+            trap_listen,
+            worker,
+            ..
+        } => keytrap::serve::runtime(&serve_roles(trap_listen.is_some(), *worker))?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     match cli.cmd {
         Cmd::Serve {
             database_url,
@@ -250,6 +258,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The roles of the benchmark's server process: the API, and the trap and the alert
+/// worker when asked for.
+fn serve_roles(trap: bool, worker: bool) -> Vec<keytrap::config::Role> {
+    let mut roles = vec![keytrap::config::Role::Api];
+    if trap {
+        roles.push(keytrap::config::Role::Trap);
+    }
+    if worker {
+        roles.push(keytrap::config::Role::Worker);
+    }
+    roles
+}
+
 async fn serve(
     database_url: String,
     api_listen: String,
@@ -257,13 +278,9 @@ async fn serve(
     health_listen: Option<String>,
     worker: bool,
 ) -> anyhow::Result<()> {
-    let mut roles = vec![keytrap::config::Role::Api];
-    if trap_listen.is_some() {
-        roles.push(keytrap::config::Role::Trap);
-    }
+    let roles = serve_roles(trap_listen.is_some(), worker);
     let mut webhooks = keytrap::config::WebhookConfig::default();
     if worker {
-        roles.push(keytrap::config::Role::Worker);
         webhooks.addrs = keytrap_webhooks::AddrPolicy::parse_allow_list("127.0.0.0/8")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -61,16 +61,29 @@ fn init_logging(format: LogFormat) {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match real_main(cli).await {
+    let result = runtime_for(&cli).and_then(|rt| rt.block_on(real_main(cli)));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keytrap: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `serve` sizes its runtime by the roles it runs (`serve::runtime_workers`); every
+/// other command gets the default.
+fn runtime_for(cli: &Cli) -> anyhow::Result<tokio::runtime::Runtime> {
+    let roles = match &cli.command {
+        Command::Serve(a) => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            config::resolve_serve(a, &file)?.roles
+        }
+        _ => Vec::new(),
+    };
+    Ok(serve::runtime(&roles)?)
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {

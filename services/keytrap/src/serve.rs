@@ -15,6 +15,37 @@ use tokio::net::TcpListener;
 use crate::config::{Resolved, Role, MASTER_KEY_FILE};
 
 /// Opens the backend named by the URL scheme and runs pending migrations.
+/// Async worker threads for a `serve` process running `roles` on `cores` cores: one
+/// fewer than the cores when the trap runs without the alert worker, else as many.
+///
+/// The trap's recorder is a thread of its own (docs/trap.md) and every authenticated
+/// request waits for its commits: with as many runtime workers as cores, request tasks
+/// competed with it for the cores and the commits stretched (on 2 cores, unknown keys at
+/// 20-23 µs of server CPU per request with one worker against 25-27 with two, two
+/// alternating pairs; docs/benchmarks.md, session 8). With the alert worker in the same
+/// process its deliveries want the cores too (6,500-6,700 webhooks/s with one runtime
+/// worker against 7,400-8,300 with two on 2 cores), so such a process keeps them all.
+/// `TOKIO_WORKER_THREADS`, when set, wins (see [`runtime`]).
+pub fn runtime_workers(roles: &[Role], cores: usize) -> usize {
+    if cores >= 2 && roles.contains(&Role::Trap) && !roles.contains(&Role::Worker) {
+        cores - 1
+    } else {
+        cores.max(1)
+    }
+}
+
+/// The multi-threaded runtime `serve` runs on, sized by [`runtime_workers`] unless
+/// `TOKIO_WORKER_THREADS` is set (tokio reads it itself then).
+pub fn runtime(roles: &[Role]) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        b.worker_threads(runtime_workers(roles, cores));
+    }
+    b.build()
+}
+
 pub async fn open_database(url: &str) -> anyhow::Result<Arc<dyn Database>> {
     if is_embedded(url)? {
         let db = SqliteDatabase::connect(url)
@@ -279,4 +310,23 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trap_without_the_alert_worker_leaves_a_core_to_its_recorder() {
+        use Role::{Api, Trap, Worker};
+        assert_eq!(runtime_workers(&[Api, Trap], 2), 1);
+        assert_eq!(runtime_workers(&[Trap], 8), 7);
+        // The alert worker's deliveries want every core; so does a process without a trap.
+        assert_eq!(runtime_workers(&[Api, Trap, Worker], 2), 2);
+        assert_eq!(runtime_workers(&[Api], 4), 4);
+        assert_eq!(runtime_workers(&[Worker], 2), 2);
+        // Never fewer than one.
+        assert_eq!(runtime_workers(&[Trap], 1), 1);
+        assert_eq!(runtime_workers(&[Api], 0), 1);
+    }
 }
