@@ -661,8 +661,9 @@ impl SqliteDatabase {
     }
 
     /// A passive checkpoint on the trap's connection: copies into the database file what
-    /// no reader still needs, never waiting for readers or writers. A checkpoint under way
-    /// on another connection makes it fail (`SQLITE_BUSY`), to be tried again later.
+    /// no reader still needs, never waiting for readers or writers. What it could not copy
+    /// (a checkpoint under way on another connection, a reader on an older snapshot) is
+    /// tried again at the next due time.
     fn checkpoint(&self) -> Result<()> {
         let conn = self.trap_conn();
         *self
@@ -670,9 +671,19 @@ impl SqliteDatabase {
             .checkpointed_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.trap.written.store(false, Ordering::Relaxed);
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(sql_err)
+        // (busy, frames in the WAL, frames copied)
+        let done = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(sql_err);
+        let complete = matches!(done, Ok((0, log, copied)) if copied >= log);
+        self.trap.written.store(!complete, Ordering::Relaxed);
+        done.map(|_| ())
     }
 
     /// A pass over the waiting hits has moved some slices, not all.
@@ -697,12 +708,18 @@ impl SqliteDatabase {
         let batch = batch.to_vec();
         let done = tokio::task::spawn_blocking(move || {
             db.record_locked(&batch)?;
+            // The batch is committed: upkeep that fails now must not report it failed
+            // (its events would be recorded again). Both are retried later.
             // This path has no "after the answer": a whole pass at once.
             if db.unindexed() >= INDEX_EVERY {
-                db.index_step(true, true)?;
+                if let Err(e) = db.index_step(true, true) {
+                    tracing::warn!(error = %e, "moving hits into the per-canary index failed");
+                }
             }
             if db.checkpoint_due(CHECKPOINT_EVERY) {
-                db.checkpoint()?;
+                if let Err(e) = db.checkpoint() {
+                    tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
+                }
             }
             Ok(())
         })
@@ -778,13 +795,9 @@ impl SqliteTrapWriter {
 
     /// A checkpoint (see [`SqliteDatabase::checkpoint`]). A failure (another connection
     /// checkpointing, say) loses nothing; it is logged and tried again later.
-    fn checkpoint(&mut self) -> bool {
-        match self.db.checkpoint() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
-                false
-            }
+    fn checkpoint(&mut self) {
+        if let Err(e) = self.db.checkpoint() {
+            tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
         }
     }
 
