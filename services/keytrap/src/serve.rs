@@ -183,30 +183,35 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on
+/// either. Installed before anything else starts, so a signal that arrives while
+/// keytrap is still starting (migrations, listeners, the alert wake-up connection) stops
+/// it gracefully once it is up, instead of killing it with the signal's default action.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let wait = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+    let wait = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Ok(async move {
+        wait.await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    })
 }
 
 pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let ready = prepare(&cfg).await?;
     if let Some(path) = &ready.generated_key_file {
         tracing::warn!(
@@ -286,7 +291,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
     }
     if let Some(worker) = worker {
         if !is_embedded(&cfg.database_url)? {
-            crate::worker::listen_postgres(&cfg.database_url, worker.waker()).await?;
+            crate::worker::listen_postgres(&cfg.database_url, worker.waker())?;
         }
         let rx = stop_rx.clone();
         tasks.spawn(async move {
@@ -296,7 +301,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
     }
 
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = shutdown => {}
         Some(res) = tasks.join_next() => {
             // A server stopped on its own: that is an error worth exiting on.
             let _ = stop_tx.send(true);

@@ -51,12 +51,12 @@ pub async fn build(cfg: &Resolved, state: &AppState) -> anyhow::Result<Worker> {
 }
 
 /// On PostgreSQL, wakes `notify` on every `NOTIFY` from a hit or a queued message in any
-/// replica (one extra connection). Polling stays as the fallback.
-pub async fn listen_postgres(url: &str, notify: Arc<Notify>) -> anyhow::Result<()> {
+/// replica (one extra connection). Polling stays as the fallback. The connection is made
+/// by the listening task (retried every second while it fails), so startup never waits
+/// for it; the schema was migrated by the main connection already.
+pub fn listen_postgres(url: &str, notify: Arc<Notify>) -> anyhow::Result<()> {
     let opts = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
-    let db = keytrap_store_postgres::PgDatabase::connect_with(opts, 2)
-        .await
-        .context("cannot open the PostgreSQL connection for alert wake-ups")?;
+    let db = keytrap_store_postgres::PgDatabase::connect_lazy_migrated(opts, 2);
     db.spawn_alert_wakeups(notify);
     Ok(())
 }

@@ -170,7 +170,7 @@ async fn sqlite_first_start_walkthrough_cli_restart() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(s.terminate().success(), "graceful shutdown exits 0");
+    s.terminate_cleanly();
 
     // Even at trace level, the logs hold no token, key or secret.
     let logs = s.logs();
@@ -196,7 +196,7 @@ async fn sqlite_first_start_walkthrough_cli_restart() {
         s.stdout().iter().all(|l| !l.starts_with("keytrap_")),
         "token printed once only"
     );
-    assert!(s.terminate().success());
+    s.terminate_cleanly();
     drop(s);
 
     // A different master key is refused rather than silently orphaning every canary.
@@ -352,7 +352,7 @@ async fn postgres_serve_needs_a_master_key_and_works() {
         s.stdout().iter().all(|l| !l.starts_with("keytrap_")),
         "supplied token is not printed"
     );
-    assert!(s.terminate().success());
+    s.terminate_cleanly();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -492,5 +492,88 @@ async fn slow_clients_big_heads_and_the_health_listener() {
 
     s.child.kill().unwrap();
     let _ = s.child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A SIGTERM that arrives while `keytrap serve` is still starting (here: held in its
+/// migrations by a lock this test takes) stops it cleanly once it is up, never by the
+/// signal's default action. The handlers are installed before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigterm_while_starting_stops_cleanly() {
+    use sqlx::{Connection, Executor};
+    let Ok(pg) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
+        );
+        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let url = keytrap_store_postgres::testing::fresh_schema_url(&pg).await;
+    // Migrated first, so the table the server's migrator reads exists; then locked.
+    keytrap_store_postgres::PgDatabase::connect(&url)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let mut lock = sqlx::PgConnection::connect(&url).await.unwrap();
+    lock.execute("BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&pg).await.unwrap();
+
+    let dir = temp_dir();
+    let key = MasterKey::generate().to_base64();
+    let mut s = Server::start(
+        &dir,
+        &[("KEYTRAP_MASTER_KEY", &key)],
+        &["--database-url", &url],
+    );
+    // The server waits on the lock (blocked on our table, not on another test's lock).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity a
+             WHERE a.wait_event_type = 'Lock' AND a.wait_event = 'relation'
+               AND a.query LIKE '%_sqlx_migrations%'
+               AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted
+                           AND l.relation = $1::regclass)",
+        )
+        .bind(format!(
+            "{}._sqlx_migrations",
+            url.rsplit_once("search_path]=").unwrap().1
+        ))
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "keytrap exited early: {}",
+            s.logs()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "keytrap never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "SIGTERM during startup killed keytrap outright"
+    );
+    lock.execute("COMMIT").await.unwrap();
+    let status = s.wait_exit(Duration::from_secs(20));
+    let logs = s.logs();
+    assert!(status.success(), "{status}: {logs:.4000}");
+    assert!(logs.contains("shutdown signal received"), "{logs:.4000}");
     let _ = std::fs::remove_dir_all(&dir);
 }

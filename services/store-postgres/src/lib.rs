@@ -55,6 +55,21 @@ impl PgDatabase {
         })
     }
 
+    /// A handle on a database that is already migrated (by the process's main
+    /// connection), connecting only when first used: no round trip, and no wait for the
+    /// migration lock (which sqlx takes per database, across schemas and processes).
+    pub fn connect_lazy_migrated(opts: PgConnectOptions, max_connections: u32) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(opts);
+        PgDatabase {
+            pool,
+            hit_subscribers: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -124,6 +124,18 @@ impl Server {
         self.wait_exit(Duration::from_secs(20))
     }
 
+    /// SIGTERM, then the exit status must be success; if not, the panic shows the status
+    /// and the end of the server's log.
+    pub fn terminate_cleanly(&mut self) {
+        let status = self.terminate();
+        if !status.success() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            panic!("keytrap did not exit cleanly after SIGTERM: {status}; last log lines:\n{tail}");
+        }
+    }
+
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
