@@ -19,10 +19,11 @@
 //!
 //! Checkpoints. SQLite checkpoints the WAL by itself inside the COMMIT that takes it past
 //! 1,000 pages: that commit's requests waited for the copy and two more `fsync`s (the
-//! canary benchmark's commits over 5 ms, docs/benchmarks.md). The trap's connection has the automatic checkpoint
-//! off and checkpoints when no request waits for it: after a batch's requests have their
-//! answers, like the index's upkeep, at most every [`CHECKPOINT_EVERY`] (and at least
-//! every [`CHECKPOINT_BOUND`] while it wrote, so the WAL stays bounded under a flood).
+//! canary benchmark's commits over 5 ms, docs/benchmarks.md). The trap's connection has
+//! the automatic checkpoint off and checkpoints when no request waits for it: after a
+//! batch's requests have their answers, like the index's upkeep, at most every
+//! [`CHECKPOINT_EVERY`] (and at least every [`CHECKPOINT_BOUND`] while it wrote, so the
+//! WAL stays bounded under a flood).
 //! The pool's connections keep the automatic checkpoint for what the API writes.
 
 use std::path::Path;
@@ -686,6 +687,26 @@ impl SqliteDatabase {
         done.map(|_| ())
     }
 
+    /// [`index_step`](Self::index_step) after a committed batch: a failure loses nothing
+    /// (the hits stay in `hits_unindexed`, still listed) and must not count the batch as
+    /// failed; it is logged, and the step is tried again later. `true` if it went through.
+    fn index_step_logged(&self, start: bool, all: bool) -> bool {
+        match self.index_step(start, all) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "moving hits into the per-canary index failed");
+                false
+            }
+        }
+    }
+
+    /// [`checkpoint`](Self::checkpoint) after a committed batch, likewise logged only.
+    fn checkpoint_logged(&self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
+        }
+    }
+
     /// A pass over the waiting hits has moved some slices, not all.
     fn pass_under_way(&self) -> bool {
         self.trap
@@ -709,17 +730,13 @@ impl SqliteDatabase {
         let done = tokio::task::spawn_blocking(move || {
             db.record_locked(&batch)?;
             // The batch is committed: upkeep that fails now must not report it failed
-            // (its events would be recorded again). Both are retried later.
-            // This path has no "after the answer": a whole pass at once.
+            // (its events would be recorded again). This path has no "after the
+            // answer": a whole pass at once.
             if db.unindexed() >= INDEX_EVERY {
-                if let Err(e) = db.index_step(true, true) {
-                    tracing::warn!(error = %e, "moving hits into the per-canary index failed");
-                }
+                db.index_step_logged(true, true);
             }
             if db.checkpoint_due(CHECKPOINT_EVERY) {
-                if let Err(e) = db.checkpoint() {
-                    tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
-                }
+                db.checkpoint_logged();
             }
             Ok(())
         })
@@ -784,20 +801,12 @@ impl SqliteTrapWriter {
         if start {
             self.indexed_at = Instant::now();
         }
-        match self.gate().and_then(|()| self.db.index_step(start, all)) {
-            Ok(()) => true,
+        match self.gate() {
+            Ok(()) => self.db.index_step_logged(start, all),
             Err(e) => {
                 tracing::warn!(error = %e, "moving hits into the per-canary index failed");
                 false
             }
-        }
-    }
-
-    /// A checkpoint (see [`SqliteDatabase::checkpoint`]). A failure (another connection
-    /// checkpointing, say) loses nothing; it is logged and tried again later.
-    fn checkpoint(&mut self) {
-        if let Err(e) = self.db.checkpoint() {
-            tracing::debug!(error = %e, "checkpoint of the trap's WAL failed");
         }
     }
 
@@ -843,7 +852,7 @@ impl TrapWriter for SqliteTrapWriter {
             CHECKPOINT_EVERY
         };
         if self.db.checkpoint_due(after) {
-            self.checkpoint();
+            self.db.checkpoint_logged();
         }
     }
 
@@ -858,7 +867,7 @@ impl TrapWriter for SqliteTrapWriter {
             return self.index(!under_way, false);
         }
         if self.db.checkpoint_due(CHECKPOINT_EVERY) {
-            self.checkpoint();
+            self.db.checkpoint_logged();
         }
         false
     }
