@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 mod placements;
 mod trap;
+mod trap_fused;
 mod trap_writer;
 mod webhooks;
 
@@ -31,6 +32,8 @@ pub struct PgDatabase {
     /// The runtime the pool was made on: background work goes there, also when started
     /// from the trap writer's own runtime (see `trap_writer.rs`).
     runtime: tokio::runtime::Handle,
+    /// What the one-statement group commit remembers and counts (`trap_fused.rs`).
+    fused: std::sync::Arc<trap_fused::Fused>,
 }
 
 impl PgDatabase {
@@ -52,6 +55,7 @@ impl PgDatabase {
             pool,
             hit_subscribers: Default::default(),
             runtime: tokio::runtime::Handle::current(),
+            fused: Default::default(),
         })
     }
 
@@ -67,6 +71,7 @@ impl PgDatabase {
             pool,
             hit_subscribers: Default::default(),
             runtime: tokio::runtime::Handle::current(),
+            fused: Default::default(),
         }
     }
 

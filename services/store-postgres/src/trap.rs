@@ -333,8 +333,8 @@ async fn insert_hits(c: &mut PgConnection, rows: &[(&Hit, Uuid)]) -> Result<()> 
 }
 
 /// One source's sightings of a batch: one counter upsert, then first sightings while
-/// the source has room.
-async fn apply_unknown_group(c: &mut PgConnection, g: &UnknownGroup<'_>) -> Result<()> {
+/// the source has room. Returns whether the source has no room left.
+async fn apply_unknown_group(c: &mut PgConnection, g: &UnknownGroup<'_>) -> Result<bool> {
     let distinct: i64 = sqlx::query_scalar(
         "INSERT INTO unknown_sources (exchange, source, requests, distinct_keys, first_seen, last_seen)
          VALUES ($1, $2, $3, 0, $4, $5)
@@ -386,7 +386,7 @@ async fn apply_unknown_group(c: &mut PgConnection, g: &UnknownGroup<'_>) -> Resu
         .await
         .map_err(backend)?;
     }
-    Ok(())
+    Ok(room <= 0)
 }
 
 impl PgDatabase {
@@ -402,9 +402,17 @@ impl PgDatabase {
         batch: &[TrapEvent],
     ) -> Result<()> {
         use sqlx::Connection;
+        // Most batches under load only count: one statement (`trap_fused.rs`).
+        if self.trap_record_fused(conn, batch).await? {
+            return Ok(());
+        }
         let mut tx = conn.begin().await.map_err(backend)?;
-        for g in unknown_groups(batch) {
-            apply_unknown_group(&mut tx, &g).await?;
+        let unknown = unknown_groups(batch);
+        let mut full = Vec::new();
+        for g in &unknown {
+            if apply_unknown_group(&mut tx, g).await? {
+                full.push((g.exchange, g.source));
+            }
         }
         let hits: Vec<&Hit> = batch
             .iter()
@@ -428,7 +436,11 @@ impl PgDatabase {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        for (exchange, source) in full {
+            self.source_full(exchange, source);
+        }
+        Ok(())
     }
 
     pub(crate) async fn trap_list_hits(&self, tenant: Uuid, f: &HitFilter) -> Result<Vec<Hit>> {

@@ -163,13 +163,13 @@ impl PgDatabase {
     /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
     /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
     /// no more than before.
-    pub(crate) async fn insert_hit_events(
+    /// The tenants with an enabled `hit.recorded` subscription (cached; see
+    /// [`HitSubscribers`]). Read on `c` when nothing is cached yet.
+    pub(crate) async fn hit_event_tenants(
         &self,
         c: &mut sqlx::PgConnection,
-        rows: &[(&Hit, Uuid)],
-    ) -> Result<()> {
-        let tenants = self
-            .hit_subscribers
+    ) -> Result<std::sync::Arc<Vec<Uuid>>> {
+        self.hit_subscribers
             .tenants(
                 |generation| {
                     // Never in the hit's transaction: a background read replaces it, on
@@ -192,7 +192,15 @@ impl PgDatabase {
                         .map_err(backend)
                 },
             )
-            .await?;
+            .await
+    }
+
+    pub(crate) async fn insert_hit_events(
+        &self,
+        c: &mut sqlx::PgConnection,
+        rows: &[(&Hit, Uuid)],
+    ) -> Result<()> {
+        let tenants = self.hit_event_tenants(c).await?;
         if tenants.is_empty() {
             return Ok(());
         }

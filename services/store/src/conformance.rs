@@ -1244,7 +1244,8 @@ pub async fn canary_expiry_can_be_set_and_cleared(db: &dyn Database) {
 }
 // ==== webhooks (alerts) — begin block.
 
-fn new_endpoint(tenant: Uuid, url: &str) -> NewWebhookEndpoint {
+/// A webhook endpoint of `tenant` with the default event set (shared with the backends' own tests).
+pub fn new_endpoint(tenant: Uuid, url: &str) -> NewWebhookEndpoint {
     NewWebhookEndpoint {
         id: Uuid::now_v7(),
         tenant_id: tenant,
