@@ -295,12 +295,7 @@ async fn config_file_and_bad_config_are_handled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_serve_needs_a_master_key_and_works() {
-    let Ok(pg) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
-        );
-        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+    let Some(pg) = postgres_url() else {
         return;
     };
     let url = keytrap_store_postgres::testing::fresh_schema_url(&pg).await;
@@ -501,12 +496,7 @@ async fn slow_clients_big_heads_and_the_health_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigterm_while_starting_stops_cleanly() {
     use sqlx::{Connection, Executor};
-    let Ok(pg) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
-        );
-        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+    let Some(pg) = postgres_url() else {
         return;
     };
     let url = keytrap_store_postgres::testing::fresh_schema_url(&pg).await;

@@ -111,12 +111,7 @@ async fn sqlite_kraken_nonce_must_increase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kraken_nonce_must_increase() {
-    let Ok(pg) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
-        );
-        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+    let Some(pg) = postgres_url() else {
         return;
     };
     let url = keytrap_store_postgres::testing::fresh_schema_url(&pg).await;

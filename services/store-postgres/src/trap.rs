@@ -414,13 +414,7 @@ impl PgDatabase {
                 full.push((g.exchange, g.source));
             }
         }
-        let hits: Vec<&Hit> = batch
-            .iter()
-            .filter_map(|ev| match ev {
-                TrapEvent::Hit(h) => Some(h.as_ref()),
-                TrapEvent::Unknown(_) => None,
-            })
-            .collect();
+        let hits = batch_hits(batch);
         if !hits.is_empty() {
             let incidents = apply_hits(&mut tx, &hits).await?;
             let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();

@@ -166,13 +166,7 @@ impl PgDatabase {
         {
             return Ok(false);
         }
-        let hits: Vec<&Hit> = batch
-            .iter()
-            .filter_map(|ev| match ev {
-                TrapEvent::Hit(h) => Some(h.as_ref()),
-                TrapEvent::Unknown(_) => None,
-            })
-            .collect();
+        let hits = batch_hits(batch);
         if !hits.is_empty() {
             let tenants = self.hit_event_tenants(c).await?;
             if hits

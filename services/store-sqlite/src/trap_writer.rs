@@ -504,13 +504,7 @@ pub(crate) fn record_batch(
     for g in unknown_groups(batch) {
         apply_unknown_group(&tx, &g)?;
     }
-    let hits: Vec<&Hit> = batch
-        .iter()
-        .filter_map(|ev| match ev {
-            TrapEvent::Hit(h) => Some(h.as_ref()),
-            TrapEvent::Unknown(_) => None,
-        })
-        .collect();
+    let hits = batch_hits(batch);
     if !hits.is_empty() {
         let incidents = apply_hits(&tx, &hits)?;
         let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();

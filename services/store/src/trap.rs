@@ -144,6 +144,17 @@ pub struct UnknownGroup<'a> {
     pub keys: Vec<&'a UnknownUse>,
 }
 
+/// A batch's hits, in batch order.
+pub fn batch_hits(batch: &[TrapEvent]) -> Vec<&Hit> {
+    batch
+        .iter()
+        .filter_map(|ev| match ev {
+            TrapEvent::Hit(h) => Some(h.as_ref()),
+            TrapEvent::Unknown(_) => None,
+        })
+        .collect()
+}
+
 /// Groups a batch's unknown-key sightings per (exchange, source), in first-arrival order.
 pub fn unknown_groups(batch: &[TrapEvent]) -> Vec<UnknownGroup<'_>> {
     let mut groups: Vec<UnknownGroup<'_>> = Vec::new();

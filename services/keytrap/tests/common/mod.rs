@@ -11,6 +11,21 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keytrap");
 
+/// `KEYTRAP_TEST_POSTGRES_URL`, the PostgreSQL server the PostgreSQL tests use. Unset,
+/// the test is skipped (said on stderr), except under `CI`, where that is a failure:
+/// PostgreSQL coverage must never silently vanish.
+pub fn postgres_url() -> Option<String> {
+    let Ok(url) = std::env::var("KEYTRAP_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KEYTRAP_TEST_POSTGRES_URL must be set in CI"
+        );
+        eprintln!("SKIPPED: PostgreSQL test (KEYTRAP_TEST_POSTGRES_URL is not set)");
+        return None;
+    };
+    Some(url)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
