@@ -44,29 +44,22 @@ impl PgDatabase {
     }
 
     pub async fn connect_with(opts: PgConnectOptions, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+        let pool = pool_options(max_connections)
             .connect_with(opts)
             .await
             .map_err(backend)?;
         MIGRATOR.run(&pool).await.map_err(backend)?;
-        Ok(PgDatabase {
-            pool,
-            hit_subscribers: Default::default(),
-            runtime: tokio::runtime::Handle::current(),
-            fused: Default::default(),
-        })
+        Ok(Self::on(pool))
     }
 
     /// A handle on a database that is already migrated (by the process's main
     /// connection), connecting only when first used: no round trip, and no wait for the
     /// migration lock (which sqlx takes per database, across schemas and processes).
     pub fn connect_lazy_migrated(opts: PgConnectOptions, max_connections: u32) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(opts);
+        Self::on(pool_options(max_connections).connect_lazy_with(opts))
+    }
+
+    fn on(pool: PgPool) -> Self {
         PgDatabase {
             pool,
             hit_subscribers: Default::default(),
@@ -82,6 +75,12 @@ impl PgDatabase {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {

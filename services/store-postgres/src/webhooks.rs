@@ -159,10 +159,6 @@ impl PgDatabase {
         })
     }
 
-    /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
-    /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
-    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
-    /// no more than before.
     /// The tenants with an enabled `hit.recorded` subscription (cached; see
     /// [`HitSubscribers`]). Read on `c` when nothing is cached yet.
     pub(crate) async fn hit_event_tenants(
@@ -195,6 +191,10 @@ impl PgDatabase {
             .await
     }
 
+    /// `hit.recorded` outbox rows, in the hits' transaction, for the hits of tenants with
+    /// a subscribed enabled endpoint. With none (the usual case) this is a cached check
+    /// ([`HitSubscribers`], refreshed in the background): the trap's transaction does
+    /// no more than before.
     pub(crate) async fn insert_hit_events(
         &self,
         c: &mut sqlx::PgConnection,
