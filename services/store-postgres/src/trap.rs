@@ -434,6 +434,7 @@ impl PgDatabase {
         for (exchange, source) in full {
             self.source_full(exchange, source);
         }
+        self.hits_committed(&hits);
         Ok(())
     }
 

@@ -35,12 +35,67 @@ const FULL_SOURCES_MAX: usize = 65_536;
 /// SQLSTATE of the statement's own check failing (`division_by_zero`).
 const NOT_ONLY_COUNTS: &str = "22012";
 
+/// Most canaries and stores whose incident severity is remembered; past it, the memory
+/// starts over (the statement is then tried again only after each one's next commit).
+const RANKS_MAX: usize = 1 << 20;
+
 /// The one-statement path's state, per [`PgDatabase`] (and its clones).
 #[derive(Debug, Default)]
 pub(crate) struct Fused {
     full_sources: FullSources,
+    /// For each canary and store whose hits this process committed: the severity rank
+    /// its open incident had at least then. It only decides whether to try the statement
+    /// (the statement's own check decides whether it may count), so a canary's first
+    /// hit, or an escalation, goes straight to the transaction instead of first spending
+    /// a round trip on a statement bound to refuse: the first use of a canary costs no
+    /// more than it did before this path existed.
+    ranks: Mutex<HashMap<Uuid, i64>>,
     /// Batches committed by the one statement.
     commits: AtomicU64,
+    /// Batches the statement refused (then committed by the transaction).
+    refusals: AtomicU64,
+}
+
+impl Fused {
+    fn ranks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, i64>> {
+        self.ranks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every group's incident is known open at or above the group's severity.
+    fn may_count(&self, groups: &[&IncidentGroup]) -> bool {
+        let ranks = self.ranks();
+        groups
+            .iter()
+            .all(|g| ranks.get(&g.key).is_some_and(|r| *r >= g.max_rank))
+    }
+
+    fn learn(&self, groups: &[&IncidentGroup]) {
+        let mut ranks = self.ranks();
+        if ranks.len() >= RANKS_MAX {
+            ranks.clear();
+        }
+        for g in groups {
+            let r = ranks.entry(g.key).or_insert(g.max_rank);
+            *r = (*r).max(g.max_rank);
+        }
+    }
+
+    fn forget(&self, groups: &[&IncidentGroup]) {
+        let mut ranks = self.ranks();
+        for g in groups {
+            ranks.remove(&g.key);
+        }
+    }
+}
+
+/// A batch's canary groups, then its store groups.
+fn groups_of(hits: &[&Hit]) -> (Vec<IncidentGroup>, Vec<IncidentGroup>) {
+    (
+        incident_groups(hits, |h| h.canary_id, None),
+        incident_groups(hits, |h| h.store_id, None),
+    )
 }
 
 /// Unknown-key sources whose first sightings are all taken (`distinct_keys` reached
@@ -152,6 +207,18 @@ impl PgDatabase {
         self.fused.commits.load(Ordering::Relaxed)
     }
 
+    /// Trap batches the one statement was tried for and refused.
+    pub fn one_statement_refusals(&self) -> u64 {
+        self.fused.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the severities the transaction left `hits`' incidents at (at least).
+    pub(crate) fn hits_committed(&self, hits: &[&Hit]) {
+        let (canary, store) = groups_of(hits);
+        self.fused
+            .learn(&canary.iter().chain(&store).collect::<Vec<_>>());
+    }
+
     /// Records `batch` with the one statement when the batch only counts: `Ok(true)` when
     /// it is committed, `Ok(false)` when it needs the transaction (nothing of it kept).
     pub(crate) async fn trap_record_fused(
@@ -167,6 +234,11 @@ impl PgDatabase {
             return Ok(false);
         }
         let hits = batch_hits(batch);
+        let (canary, store) = groups_of(&hits);
+        let groups: Vec<&IncidentGroup> = canary.iter().chain(&store).collect();
+        if !self.fused.may_count(&groups) {
+            return Ok(false);
+        }
         if !hits.is_empty() {
             let tenants = self.hit_event_tenants(c).await?;
             if hits
@@ -176,8 +248,6 @@ impl PgDatabase {
                 return Ok(false);
             }
         }
-        let canary = incident_groups(&hits, |h| h.canary_id, None);
-        let store = incident_groups(&hits, |h| h.store_id, None);
         let (cg, sg) = (Groups::of(&canary), Groups::of(&store));
         let col = |f: fn(&Hit) -> Option<&str>| hits.iter().map(|h| f(h)).collect::<Vec<_>>();
         let text = |f: fn(&Hit) -> &str| hits.iter().map(|h| f(h)).collect::<Vec<_>>();
@@ -234,6 +304,11 @@ impl PgDatabase {
                 Ok(true)
             }
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some(NOT_ONLY_COUNTS) => {
+                // An incident was resolved since (through the API, or by another
+                // replica's view of it): the transaction takes the batch, and what it
+                // commits is remembered anew.
+                self.fused.refusals.fetch_add(1, Ordering::Relaxed);
+                self.fused.forget(&groups);
                 Ok(false)
             }
             Err(e) => Err(backend(e)),

@@ -1,7 +1,8 @@
 //! The one-statement group commit (`trap_fused.rs`): batches that only count commit in
 //! one statement with exactly the effects of the transaction; a batch that must open or
-//! escalate an incident, find new unknown keys, or queue `hit.recorded` events is
-//! refused by it whole and goes through the transaction, so nothing is counted twice.
+//! escalate an incident, find new unknown keys, or queue `hit.recorded` events goes
+//! through the transaction, without trying the statement where the process knows
+//! better, and otherwise after the statement refused it whole: nothing counted twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::Utc;
@@ -75,6 +76,11 @@ async fn batches_that_only_count_commit_in_one_statement() {
     .await
     .unwrap();
     assert_eq!(db.one_statement_commits(), 0);
+    assert_eq!(
+        db.one_statement_refusals(),
+        0,
+        "a canary's first hit is not even tried (no round trip spent on it)"
+    );
     // A source's first sightings fill up: the transaction (the source is not known full).
     let fill: Vec<TrapEvent> = (0..UNKNOWN_KEYS_PER_SOURCE as u32 + 5)
         .map(unknown)
@@ -93,6 +99,7 @@ async fn batches_that_only_count_commit_in_one_statement() {
     ];
     db.record_trap_events(&batch).await.unwrap();
     assert_eq!(db.one_statement_commits(), 1, "one statement");
+    assert_eq!(db.one_statement_refusals(), 0);
     let (i0, i1, st) = incidents().await;
     assert_eq!((i0.hit_count, i0.severity), (3, Severity::Low));
     assert_eq!((i1.hit_count, i1.severity), (2, Severity::High));
@@ -155,6 +162,7 @@ async fn batches_that_only_count_commit_in_one_statement() {
     .await
     .unwrap();
     assert_eq!(db.one_statement_commits(), 2);
+    assert_eq!(db.one_statement_refusals(), 0, "an escalation is not tried");
     let (i0, i1, st) = incidents().await;
     assert_eq!((i0.hit_count, i0.severity), (4, Severity::Critical));
     assert_eq!(i1.hit_count, 3);
@@ -187,6 +195,11 @@ async fn batches_that_only_count_commit_in_one_statement() {
         .await
         .unwrap();
     assert_eq!(db.one_statement_commits(), 2);
+    assert_eq!(
+        db.one_statement_refusals(),
+        1,
+        "tried (the incident was known open) and refused by its own check"
+    );
     let (_, reopened, _) = incidents().await;
     assert_ne!(reopened.id, i1.id);
     assert_eq!(reopened.hit_count, 1);
@@ -202,6 +215,7 @@ async fn batches_that_only_count_commit_in_one_statement() {
         .await
         .unwrap();
     assert_eq!(db.one_statement_commits(), 2);
+    assert_eq!(db.one_statement_refusals(), 1, "not tried");
     let recorded: Vec<Event> = db
         .list_events(t.id, Page::default())
         .await
