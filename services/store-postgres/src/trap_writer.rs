@@ -52,7 +52,7 @@ impl PgTrapWriter {
 }
 
 impl TrapWriter for PgTrapWriter {
-    fn record(&mut self, batch: &[TrapEvent]) -> Result<()> {
+    fn record(&mut self, batch: &[TrapEvent], _queued: &dyn Fn() -> bool) -> Result<()> {
         let Some(rt) = &self.runtime else {
             return Err(keytrap_store::StoreError::Backend(
                 "the trap writer is shutting down".into(),

@@ -30,7 +30,7 @@ async fn the_trap_writer_reconnects_after_losing_its_connection() {
     let writer = db.trap_writer().expect("PostgreSQL has a trap writer");
     let record = |mut w: Box<dyn TrapWriter>, batch: Vec<TrapEvent>| {
         tokio::task::spawn_blocking(move || {
-            let r = w.record(&batch).map_err(|e| e.to_string());
+            let r = w.record(&batch, &|| false).map_err(|e| e.to_string());
             (w, r)
         })
     };

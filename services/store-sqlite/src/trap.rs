@@ -186,6 +186,11 @@ impl SqliteDatabase {
         audit: NewAudit,
     ) -> Result<Incident> {
         let mut tx = self.writer().begin().await.map_err(backend)?;
+        // Holding the write gate: the trap's next batch sees this before anything it
+        // folds could land in the incident (trap_writer.rs, `Deferred`).
+        self.trap
+            .incident_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // A resolved incident stays resolved; acknowledging keeps the first time.
         let row = sqlx::query(
             "UPDATE incidents SET

@@ -81,6 +81,10 @@ pub(crate) struct TrapConn {
     written: AtomicBool,
     /// When it last checkpointed.
     checkpointed_at: Mutex<Instant>,
+    /// Counts folded across batches, and what lets them be (see [`Deferred`]).
+    deferred: Mutex<Deferred>,
+    /// Bumped by every write of the API to `incidents` (under the write gate).
+    pub(crate) incident_writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TrapConn {
@@ -121,6 +125,24 @@ impl TrapConn {
         )
         .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(32);
+        // Counts folded by a process that died before writing them: recount them first.
+        let marker: Option<i64> = conn
+            .query_row("SELECT hits_rowid FROM trap_deferred_counts", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_err)?;
+        if let Some(rowid) = marker {
+            let tx = conn.unchecked_transaction().map_err(sql_err)?;
+            let n = recount(&tx, rowid)?;
+            tx.execute("DELETE FROM trap_deferred_counts", [])
+                .map_err(sql_err)?;
+            tx.commit().map_err(sql_err)?;
+            tracing::info!(
+                incidents = n,
+                "recounted canary incidents whose counts a stopped process had not written"
+            );
+        }
         let unindexed: i64 = conn
             .query_row("SELECT COUNT(*) FROM hits_unindexed", [], |r| r.get(0))
             .map_err(sql_err)?;
@@ -130,6 +152,8 @@ impl TrapConn {
             pass: Mutex::new(None),
             written: AtomicBool::new(false),
             checkpointed_at: Mutex::new(Instant::now()),
+            deferred: Mutex::new(Deferred::default()),
+            incident_writes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -305,27 +329,53 @@ fn insert_event(
     Ok(())
 }
 
-/// Incident changes for every hit of a batch; returns each hit's canary incident.
-/// Groups whose open incident already has their severity are counted with one statement
-/// each; the others go hit by hit.
-fn apply_hits(c: &Connection, hits: &[&Hit]) -> Result<Vec<Uuid>> {
+/// What [`apply_hits`] did besides writing: counts it folded instead of writing, and
+/// canary incidents it now knows open at a severity.
+#[derive(Default)]
+struct Applied {
+    /// Each hit's canary incident, in the batch's order.
+    incidents: Vec<Uuid>,
+    /// Groups counted in memory only (their incident was known open at their severity).
+    folded: Vec<(Uuid, IncidentGroup)>,
+    /// (canary, its open incident, a severity rank that incident has at least).
+    learned: Vec<(Uuid, Uuid, i64)>,
+}
+
+/// Incident changes for every hit of a batch. Groups whose open incident already has
+/// their severity are counted with one statement each, or, when `known` says so, not
+/// written at all but folded (see [`Deferred`]); the others go hit by hit.
+fn apply_hits(
+    c: &Connection,
+    hits: &[&Hit],
+    known: Option<&std::collections::HashMap<Uuid, (Uuid, i64)>>,
+) -> Result<Applied> {
+    let mut out = Applied::default();
     let mut counted = std::collections::HashMap::new();
     for g in incident_groups(hits, |h| h.canary_id, None) {
+        if let Some(&(id, rank)) = known.and_then(|k| k.get(&g.key)) {
+            if rank >= g.max_rank {
+                counted.insert(g.key, id);
+                out.folded.push((id, g));
+                continue;
+            }
+        }
         if let Some(id) = count_open(c, IncidentKind::Canary, &g)? {
             counted.insert(g.key, id);
+            out.learned.push((g.key, id, g.max_rank));
         }
     }
-    let mut incidents = Vec::with_capacity(hits.len());
     let mut opened = Vec::with_capacity(hits.len());
     for h in hits {
         match counted.get(&h.canary_id) {
             Some(id) => {
-                incidents.push(*id);
+                out.incidents.push(*id);
                 opened.push(false);
             }
             None => {
                 let (id, t) = apply_to_incident(c, IncidentKind::Canary, h, false)?;
-                incidents.push(id);
+                out.incidents.push(id);
+                out.learned
+                    .push((h.canary_id, id, severity_rank(h.severity)));
                 opened.push(t == Transition::Opened);
             }
         }
@@ -341,7 +391,7 @@ fn apply_hits(c: &Connection, hits: &[&Hit]) -> Result<Vec<Uuid>> {
             apply_to_incident(c, IncidentKind::Store, h, *new)?;
         }
     }
-    Ok(incidents)
+    Ok(out)
 }
 
 fn insert_hits(c: &Connection, rows: &[(&Hit, Uuid)]) -> Result<()> {
@@ -488,15 +538,196 @@ fn insert_hit_events(
     Ok(())
 }
 
+/// Canary incidents' counters folded across group commits (docs/storage.md, "Counters
+/// under load").
+///
+/// Counting a group's hits into its canary's open incident was an `UPDATE` per canary
+/// per commit, each dirtying a page of `incidents` for the WAL: with many canaries in use,
+/// about a quarter of the writer's time and a fifth of the canary benchmark's throughput.
+/// While requests queue for the next batch (sustained load), a group whose incident is
+/// known open at the group's severity is counted here instead, and written at most every
+/// [`FOLD_FOR`] and by the first batch with nothing queued behind it: when a burst ends,
+/// its last answer goes out after every count is in. Incidents that open or escalate, and
+/// store incidents, are written by every batch as before, so no alert waits.
+///
+/// What it knows is checked against the API's writes: resolving or acknowledging an
+/// incident (the only other writer of `incidents`, through the same write gate) bumps
+/// [`TrapConn::incident_writes`], and the next batch forgets what it knew. A process
+/// that dies with counts folded leaves the `trap_deferred_counts` row behind; the next
+/// start recounts those incidents from their hits ([`recount`]).
+#[derive(Default)]
+pub(crate) struct Deferred {
+    /// Canary -> its incident, known open at least at this severity rank.
+    known: std::collections::HashMap<Uuid, (Uuid, i64)>,
+    /// [`TrapConn::incident_writes`] when `known` was learned.
+    generation: u64,
+    /// Incident -> hits counted here, not yet written.
+    pending: std::collections::HashMap<Uuid, Folded>,
+    /// When the oldest count in `pending` was committed.
+    since: Option<Instant>,
+}
+
+/// Hits of one incident folded since its counters were last written.
+#[derive(Debug, Clone, Copy)]
+struct Folded {
+    hits: i64,
+    last_seen: chrono::DateTime<chrono::Utc>,
+    last_hit: Uuid,
+}
+
+/// Longest time a folded count waits to be written while the trap stays busy.
+pub const FOLD_FOR: Duration = Duration::from_millis(100);
+/// Canaries remembered at most (then forgotten and learned again).
+const KNOWN_MAX: usize = 1 << 20;
+
+impl Deferred {
+    /// Folded counts wait to be written.
+    pub(crate) fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// After a committed batch: what it folded (written already when `flushed`), and
+    /// learned.
+    fn committed(&mut self, flushed: bool, applied: Applied) {
+        if flushed {
+            self.pending.clear();
+            self.since = None;
+        } else {
+            for (incident, g) in &applied.folded {
+                fold(&mut self.pending, *incident, g);
+                self.since.get_or_insert_with(Instant::now);
+            }
+        }
+        if self.known.len() + applied.learned.len() > KNOWN_MAX {
+            self.known.clear();
+        }
+        for (canary, incident, rank) in applied.learned {
+            let e = self.known.entry(canary).or_insert((incident, rank));
+            if e.0 != incident || e.1 < rank {
+                *e = (incident, rank);
+            }
+        }
+    }
+}
+
+/// Adds a group's hits to its incident's folded count.
+fn fold(pending: &mut std::collections::HashMap<Uuid, Folded>, incident: Uuid, g: &IncidentGroup) {
+    let f = pending.entry(incident).or_insert(Folded {
+        hits: 0,
+        last_seen: g.last_seen,
+        last_hit: g.last_hit,
+    });
+    f.hits += g.hits;
+    if g.last_seen >= f.last_seen {
+        f.last_seen = g.last_seen;
+        f.last_hit = g.last_hit;
+    }
+}
+
+/// Writes folded counts (see [`Deferred`]) and clears the marker row.
+fn write_folded(c: &Connection, pending: &std::collections::HashMap<Uuid, Folded>) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut update = c
+        .prepare_cached(
+            "UPDATE incidents SET hit_count = hit_count + ?1,
+               last_hit_id = CASE WHEN ?2 >= last_seen THEN ?3 ELSE last_hit_id END,
+               last_seen = MAX(last_seen, ?2)
+             WHERE id = ?4",
+        )
+        .map_err(sql_err)?;
+    for (incident, f) in pending {
+        update
+            .execute(params![
+                f.hits,
+                ms(f.last_seen),
+                &f.last_hit.as_bytes()[..],
+                &incident.as_bytes()[..]
+            ])
+            .map_err(sql_err)?;
+    }
+    c.prepare_cached("DELETE FROM trap_deferred_counts")
+        .map_err(sql_err)?
+        .execute([])
+        .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Recounts, from their hits, the canary incidents of every hit after `rowid`: after a
+/// start that found counts folded by a process that died (see [`Deferred`]). A canary
+/// incident's counters are its hits' by definition: every hit names the incident it was
+/// counted into (`hits.incident_id`).
+fn recount(c: &Connection, rowid: i64) -> Result<usize> {
+    let affected: Vec<(Uuid, Uuid)> = c
+        .prepare(
+            "SELECT DISTINCT i.id, i.canary_id FROM hits h JOIN incidents i ON i.id = h.incident_id
+             WHERE h.rowid > ?1 AND i.kind = 'canary'",
+        )
+        .map_err(sql_err)?
+        .query_map([rowid], |r| Ok((uuid_at(r, 0)?, uuid_at(r, 1)?)))
+        .map_err(sql_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_err)?;
+    // A canary's hits are in the per-canary index or still waiting to be moved into it.
+    let mut latest = c
+        .prepare(
+            "SELECT COUNT(*) OVER (), h.received_at, h.id FROM hits h
+             WHERE h.incident_id = ?1 AND h.id IN (
+               SELECT hit_id FROM hits_by_canary WHERE canary_id = ?2
+               UNION SELECT hit_id FROM hits_unindexed WHERE canary_id = ?2)
+             ORDER BY h.received_at DESC, h.id DESC LIMIT 1",
+        )
+        .map_err(sql_err)?;
+    let mut update = c
+        .prepare(
+            "UPDATE incidents SET hit_count = ?1, last_seen = MAX(first_seen, ?2), last_hit_id = ?3
+             WHERE id = ?4",
+        )
+        .map_err(sql_err)?;
+    for (incident, canary) in &affected {
+        let found = latest
+            .query_row(
+                params![&incident.as_bytes()[..], &canary.as_bytes()[..]],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(sql_err)?;
+        if let Some((n, at, last)) = found {
+            update
+                .execute(params![n, at, last, &incident.as_bytes()[..]])
+                .map_err(sql_err)?;
+        }
+    }
+    Ok(affected.len())
+}
+
 /// The group commit: every unknown-key sighting and every hit (with its incident
-/// changes and events) of `batch` in one transaction. All or nothing. Returns the number
-/// of hits recorded.
+/// changes and events) of `batch` in one transaction. All or nothing. Counts may be
+/// folded (see [`Deferred`]) only while `queued()` says requests wait for the next batch
+/// when this one is about to commit; otherwise every folded count is written with it.
+/// Returns the number of hits recorded.
 pub(crate) fn record_batch(
     conn: &mut Connection,
+    deferred: &mut Deferred,
+    generation: u64,
     subscribers: &HitSubscribers,
     refresh: impl FnOnce(u64),
     batch: &[TrapEvent],
+    queued: &dyn Fn() -> bool,
 ) -> Result<usize> {
+    if deferred.generation != generation {
+        // The API changed an incident: what was known may no longer hold.
+        deferred.known.clear();
+        deferred.generation = generation;
+    }
+    let overdue = deferred.since.is_some_and(|t| t.elapsed() >= FOLD_FOR);
     // IMMEDIATE: the write lock is taken at BEGIN (the write gate makes it free).
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -505,15 +736,53 @@ pub(crate) fn record_batch(
         apply_unknown_group(&tx, &g)?;
     }
     let hits = batch_hits(batch);
+    let mut applied = Applied::default();
+    // The newest hit before this batch's, if counts start to wait with it.
+    let mut marker = None;
     if !hits.is_empty() {
-        let incidents = apply_hits(&tx, &hits)?;
-        let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
+        applied = apply_hits(&tx, &hits, (!overdue).then_some(&deferred.known))?;
+        if !applied.folded.is_empty() && !deferred.pending() {
+            marker = Some(
+                tx.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM hits")
+                    .map_err(sql_err)?
+                    .query_row([], |r| r.get::<_, i64>(0))
+                    .map_err(sql_err)?,
+            );
+        }
+        let rows: Vec<(&Hit, Uuid)> = hits
+            .iter()
+            .copied()
+            .zip(applied.incidents.iter().copied())
+            .collect();
         insert_hits(&tx, &rows)?;
         insert_hit_events(&tx, subscribers, refresh, &rows)?;
     }
-    // Dropped without commit (an error above), the transaction rolls back.
-    tx.commit().map_err(sql_err)?;
-    Ok(hits.len())
+    // Nothing queued behind this batch (or counts waited long enough): every count is
+    // written before its answers go out.
+    let flush = overdue || !queued();
+    if flush {
+        let mut all = deferred.pending.clone();
+        for (incident, g) in &applied.folded {
+            fold(&mut all, *incident, g);
+        }
+        write_folded(&tx, &all)?;
+    } else if let Some(rowid) = marker {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO trap_deferred_counts (id, hits_rowid) VALUES (1, ?1)",
+        )
+        .map_err(sql_err)?
+        .execute([rowid])
+        .map_err(sql_err)?;
+    }
+    // Dropped without commit (an error above), the transaction rolls back; `deferred`
+    // changes only once it committed.
+    match tx.commit() {
+        Ok(()) => {
+            deferred.committed(flush, applied);
+            Ok(hits.len())
+        }
+        Err(e) => Err(sql_err(e)),
+    }
 }
 
 /// Moves one slice's waiting hits with `seq <= upto` into `hits_by_canary`, in the
@@ -592,13 +861,31 @@ impl SqliteDatabase {
     }
 
     /// Runs one batch on the trap's connection; the caller holds the write gate.
-    fn record_locked(&self, batch: &[TrapEvent]) -> Result<()> {
-        let hits = record_batch(
-            &mut self.trap_conn(),
+    /// `queued`: requests wait for the next batch (see [`record_batch`]).
+    fn record_locked(&self, batch: &[TrapEvent], queued: &dyn Fn() -> bool) -> Result<()> {
+        let mut conn = self.trap_conn();
+        let mut deferred = self
+            .trap
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recorded = record_batch(
+            &mut conn,
+            &mut deferred,
+            self.trap.incident_writes.load(Ordering::SeqCst),
             &self.hit_subscribers,
             |g| self.refresh_hit_subscribers(g),
             batch,
-        )?;
+            queued,
+        );
+        let hits = match recorded {
+            Ok(n) => n,
+            Err(e) => {
+                // Whatever made it fail, the retries must not rest on what was known.
+                deferred.known.clear();
+                return Err(e);
+            }
+        };
         self.trap.unindexed.fetch_add(hits, Ordering::Relaxed);
         self.trap.written.store(true, Ordering::Relaxed);
         Ok(())
@@ -710,6 +997,15 @@ impl SqliteDatabase {
             .is_some()
     }
 
+    /// Counts folded across batches wait to be written.
+    fn folded_pending(&self) -> bool {
+        self.trap
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pending()
+    }
+
     /// Hits committed but not yet deleted from `hits_unindexed`.
     fn unindexed(&self) -> usize {
         self.trap.unindexed.load(Ordering::Relaxed)
@@ -722,7 +1018,7 @@ impl SqliteDatabase {
         let db = self.clone();
         let batch = batch.to_vec();
         let done = tokio::task::spawn_blocking(move || {
-            db.record_locked(&batch)?;
+            db.record_locked(&batch, &|| false)?;
             // The batch is committed: upkeep that fails now must not report it failed
             // (its events would be recorded again). This path has no "after the
             // answer": a whole pass at once.
@@ -804,6 +1100,22 @@ impl SqliteTrapWriter {
         }
     }
 
+    /// Writes the counts folded under load (see [`Deferred`]) in a transaction of their
+    /// own; a failure is logged, and the next batch or quiet moment tries again. `true`
+    /// if they were written.
+    fn write_folded_now(&mut self) -> bool {
+        match self
+            .gate()
+            .and_then(|()| self.db.record_locked(&[], &|| false))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing folded incident counts failed");
+                false
+            }
+        }
+    }
+
     fn release(&mut self) {
         if let Some((conn, _)) = self.gate.take() {
             // Returning a pooled connection spawns a task on the runtime.
@@ -814,7 +1126,7 @@ impl SqliteTrapWriter {
 }
 
 impl TrapWriter for SqliteTrapWriter {
-    fn record(&mut self, batch: &[TrapEvent]) -> Result<()> {
+    fn record(&mut self, batch: &[TrapEvent], queued: &dyn Fn() -> bool) -> Result<()> {
         if self
             .gate
             .as_ref()
@@ -824,7 +1136,7 @@ impl TrapWriter for SqliteTrapWriter {
             self.release();
         }
         self.gate()?;
-        self.db.record_locked(batch)
+        self.db.record_locked(batch, queued)
     }
 
     fn maintain(&mut self, queued: bool) {
@@ -851,6 +1163,10 @@ impl TrapWriter for SqliteTrapWriter {
     }
 
     fn idle_step(&mut self) -> bool {
+        // Counts folded under load are written first: the trap went quiet.
+        if self.db.folded_pending() {
+            return self.write_folded_now();
+        }
         // A pass under way goes on; a new one starts over whatever waits, at most once per
         // INDEX_WHEN_IDLE. One slice per call: the recorder stops calling as soon as a
         // request arrives (a whole pass in one go held arriving requests 10-17 ms). A
@@ -867,6 +1183,11 @@ impl TrapWriter for SqliteTrapWriter {
     }
 
     fn idle(&mut self) {
+        // Counts still folded (the idle step that writes them failed): once more before
+        // the gate goes.
+        if self.db.folded_pending() {
+            self.write_folded_now();
+        }
         self.release();
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use keytrap_store::conformance::{self, audit};
 use keytrap_store::*;
 use keytrap_store_sqlite::testing::TempSqlite;
+use keytrap_store_sqlite::SqliteDatabase;
 use uuid::Uuid;
 
 /// A Binance canary planted in a fresh tenant's store.
@@ -48,7 +49,7 @@ async fn trap_batches_wait_for_the_write_gate() {
     let (tx, rx) = std::sync::mpsc::channel();
     let ev = hit(&c);
     std::thread::spawn(move || {
-        let r = w.record(&[ev]);
+        let r = w.record(&[ev], &|| false);
         w.idle();
         tx.send(r.map_err(|e| e.to_string())).unwrap();
     });
@@ -86,7 +87,7 @@ async fn other_writers_interleave_with_back_to_back_trap_batches() {
     // The recorder keeps the gate across back-to-back batches (idle only at the end).
     let trap = std::thread::spawn(move || {
         for batch in &events {
-            w.record(batch).unwrap();
+            w.record(batch, &|| false).unwrap();
         }
         w.idle();
     });
@@ -266,7 +267,7 @@ async fn waiting_hits_are_indexed_in_bulk_by_the_writers() {
     let writer = std::thread::spawn(move || {
         // The last batch's upkeep starts the pass and moves slice 0.
         for batch in &events {
-            w.record(batch).unwrap();
+            w.record(batch, &|| false).unwrap();
             w.maintain(false);
         }
         back.send(()).unwrap();
@@ -334,7 +335,7 @@ async fn index_upkeep_waits_while_requests_queue_up_to_a_bound() {
         tokio::task::spawn_blocking(move || {
             for _ in 0..batches {
                 let batch: Vec<TrapEvent> = (0..per_batch).map(|_| hit(&c)).collect();
-                w.record(&batch).unwrap();
+                w.record(&batch, &|| false).unwrap();
                 w.maintain(queued);
             }
             w
@@ -401,7 +402,7 @@ async fn idle_upkeep_moves_waiting_hits_one_slice_per_step() {
     };
     let mut w = tokio::task::spawn_blocking(move || {
         let mut w = w;
-        w.record(&batch).unwrap();
+        w.record(&batch, &|| false).unwrap();
         w
     })
     .await
@@ -449,7 +450,7 @@ async fn trap_commits_leave_the_checkpoint_to_the_upkeep() {
         let mut w = w;
         for _ in 0..batches {
             let batch: Vec<TrapEvent> = (0..per_batch).map(|_| hit(&c)).collect();
-            w.record(&batch).unwrap();
+            w.record(&batch, &|| false).unwrap();
         }
         w
     })
@@ -479,4 +480,213 @@ async fn trap_commits_leave_the_checkpoint_to_the_upkeep() {
     .await
     .unwrap();
     assert_eq!(hits_in_main_file(db.path()), (batches * per_batch) as i64);
+}
+
+// ---- Canary incidents' counters folded across batches under load (trap_writer.rs,
+// `Deferred`; docs/storage.md, "Counters under load").
+
+/// Runs `batches` through `w` on a blocking thread (the writer blocks on the runtime for
+/// the write gate), each with whether requests queue behind it; returns the writer.
+async fn run(
+    mut w: Box<dyn TrapWriter>,
+    batches: Vec<(Vec<TrapEvent>, bool)>,
+) -> Box<dyn TrapWriter> {
+    tokio::task::spawn_blocking(move || {
+        for (batch, queued) in &batches {
+            w.record(batch, &|| *queued).unwrap();
+        }
+        w
+    })
+    .await
+    .unwrap()
+}
+
+/// The open or latest canary incident of `c` (by first hit).
+async fn canary_incident(db: &SqliteDatabase, c: &NewCanary) -> Incident {
+    let mut v: Vec<Incident> = db
+        .list_incidents(c.tenant_id, &IncidentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind == IncidentKind::Canary && i.canary_id == Some(c.id))
+        .collect();
+    v.sort_by_key(|i| i.first_seen);
+    v.pop().expect("the canary has an incident")
+}
+
+async fn marker_rows(db: &SqliteDatabase) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM trap_deferred_counts")
+        .fetch_one(db.reader())
+        .await
+        .unwrap()
+}
+
+fn hit_of(e: &TrapEvent) -> &Hit {
+    match e {
+        TrapEvent::Hit(h) => h,
+        TrapEvent::Unknown(_) => panic!("not a hit"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_fold_while_requests_queue_and_are_written_when_none_do() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = db.trap_writer().unwrap();
+    // The first hit opens the incident; the writer learns it is open at `high`.
+    let w = run(w, vec![(vec![hit(&c)], false)]).await;
+    let opened = canary_incident(&db, &c).await;
+    assert_eq!(opened.hit_count, 1);
+
+    // Under load (requests queue behind each batch) its hits are counted in memory.
+    let w = run(
+        w,
+        vec![(vec![hit(&c), hit(&c)], true), (vec![hit(&c)], true)],
+    )
+    .await;
+    let folded = canary_incident(&db, &c).await;
+    assert_eq!(folded.id, opened.id);
+    assert_eq!(
+        folded.hit_count, 1,
+        "counts were written although requests queued"
+    );
+    assert_eq!(
+        marker_rows(&db).await,
+        1,
+        "folded counts leave the marker row"
+    );
+    assert_eq!(
+        hit_count(&db, c.tenant_id).await,
+        4,
+        "every hit is stored at once"
+    );
+
+    // A batch with nothing queued behind it writes every count before it answers.
+    let last = hit(&c);
+    let (last_id, last_at) = (hit_of(&last).id, hit_of(&last).received_at);
+    let w = run(w, vec![(vec![last], false)]).await;
+    let written = canary_incident(&db, &c).await;
+    assert_eq!(written.id, opened.id);
+    assert_eq!(written.hit_count, 5);
+    assert_eq!(written.last_hit_id, Some(last_id));
+    assert_eq!(
+        written.last_seen.timestamp_millis(),
+        last_at.timestamp_millis()
+    );
+    assert_eq!(marker_rows(&db).await, 0);
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quiet_moment_writes_folded_counts() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = db.trap_writer().unwrap();
+    let mut w = run(w, vec![(vec![hit(&c)], false), (vec![hit(&c)], true)]).await;
+    assert_eq!(canary_incident(&db, &c).await.hit_count, 1);
+    // The recorder found nothing queued: its first idle step writes them.
+    let w = tokio::task::spawn_blocking(move || {
+        while w.idle_step() {}
+        w.idle();
+        w
+    })
+    .await
+    .unwrap();
+    assert_eq!(canary_incident(&db, &c).await.hit_count, 2);
+    assert_eq!(marker_rows(&db).await, 0);
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_an_incident_with_folded_counts_opens_a_new_one_at_the_next_hit() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = db.trap_writer().unwrap();
+    let w = run(
+        w,
+        vec![(vec![hit(&c)], false), (vec![hit(&c), hit(&c)], true)],
+    )
+    .await;
+    let first = canary_incident(&db, &c).await;
+    // The writer lets go of the gate (no quiet moment: the counts stay folded), and the
+    // API resolves the incident.
+    drop(w);
+    db.set_incident_status(
+        c.tenant_id,
+        first.id,
+        IncidentStatus::Resolved,
+        chrono::Utc::now(),
+        audit(c.tenant_id, "incident.resolve"),
+    )
+    .await
+    .unwrap();
+    // The next hit, under load again, must not be counted into the resolved incident.
+    let next = hit(&c);
+    let next_id = hit_of(&next).id;
+    let w = db.trap_writer().unwrap();
+    let w = run(w, vec![(vec![next], true), (vec![], false)]).await;
+    let second = canary_incident(&db, &c).await;
+    assert_ne!(
+        second.id, first.id,
+        "a hit after the resolve was counted into it"
+    );
+    assert_eq!(second.status, IncidentStatus::Open);
+    assert_eq!(second.hit_count, 1);
+    assert_eq!(second.last_hit_id, Some(next_id));
+    let resolved = db
+        .get_incident(c.tenant_id, first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.status, IncidentStatus::Resolved);
+    assert_eq!(
+        resolved.hit_count, 3,
+        "the hits folded before the resolve count in it"
+    );
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_after_a_stop_with_folded_counts_recounts_them_from_the_hits() {
+    let db = TempSqlite::new().await.unwrap();
+    let (_, _, canaries) = conformance::planted(&db.db, 2).await;
+    let (a, b) = (&canaries[0], &canaries[1]);
+    let w = db.trap_writer().unwrap();
+    let mut batches = vec![(vec![hit(a), hit(b)], false)];
+    let mut newest_a = (0i64, Uuid::nil());
+    for _ in 0..5 {
+        let batch = vec![hit(a), hit(b), hit(a)];
+        for e in &batch {
+            let h = hit_of(e);
+            if h.canary_id == a.id {
+                newest_a = newest_a.max((h.received_at.timestamp_millis(), h.id));
+            }
+        }
+        batches.push((batch, true));
+    }
+    let w = run(w, batches).await;
+    // The process stops with the counts folded: nothing writes them.
+    drop(w);
+    assert_eq!(canary_incident(&db, a).await.hit_count, 1);
+    assert_eq!(marker_rows(&db).await, 1);
+
+    // The next start recounts before the trap writes anything.
+    let again = SqliteDatabase::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap();
+    let ia = canary_incident(&again, a).await;
+    assert_eq!(ia.hit_count, 11);
+    assert_eq!(ia.last_seen.timestamp_millis(), newest_a.0);
+    assert_eq!(ia.last_hit_id, Some(newest_a.1));
+    assert_eq!(canary_incident(&again, b).await.hit_count, 6);
+    assert_eq!(marker_rows(&again).await, 0);
+    // Store incidents were never folded: counted batch by batch.
+    let store = again
+        .list_incidents(a.tenant_id, &IncidentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == IncidentKind::Store)
+        .unwrap();
+    assert_eq!(store.hit_count, 17);
 }

@@ -807,7 +807,7 @@ async fn record_via(
             None
         }
         Some(mut w) => tokio::task::spawn_blocking(move || {
-            w.record(&batch).unwrap();
+            w.record(&batch, &|| false).unwrap();
             w.idle();
             w
         })

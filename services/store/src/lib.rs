@@ -64,7 +64,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// [`Database::trap_writer`]). Same contract as [`Database::record_trap_events`].
 pub trait TrapWriter: Send {
     /// Records `batch` in one transaction, all or nothing; blocks until it is durable.
-    fn record(&mut self, batch: &[TrapEvent]) -> Result<()>;
+    /// `queued()`: requests wait for the next batch now. While they do, a backend may
+    /// leave work that no answer depends on to a later batch (SQLite: folded incident
+    /// counters); a batch with nothing queued behind it when it commits leaves nothing.
+    fn record(&mut self, batch: &[TrapEvent], queued: &dyn Fn() -> bool) -> Result<()>;
     /// After a batch's requests have their answers: upkeep no request waits for.
     /// `queued`: requests are waiting for the next batch already (upkeep that can wait
     /// should).

@@ -123,8 +123,6 @@ pub struct TrapState {
     lookups: lookup::LookupCache,
     /// Canaries' open orders, briefly (see [`orders`]).
     open_orders: orders::OpenOrders,
-    /// Authenticated requests being handled now: the trap is idle when only one is.
-    in_flight: std::sync::atomic::AtomicUsize,
     emulators: HashMap<Exchange, Arc<dyn Emulator>>,
 }
 
@@ -151,7 +149,6 @@ impl TrapState {
             equalizer: stealth::Equalizer::default(),
             lookups: lookup::LookupCache::default(),
             open_orders: orders::OpenOrders::default(),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
             emulators,
         })
     }
@@ -164,17 +161,21 @@ impl TrapState {
         let commit = self.recorder.record(event).await;
         // Idle means this request alone: its own commit and nothing else in flight. Under
         // load nothing is held (and nothing learned), so holds cannot feed on themselves.
-        pace.alone =
-            commit.batch == 1 && self.in_flight.load(std::sync::atomic::Ordering::Relaxed) <= 1;
+        pace.alone = commit.batch == 1
+            && self
+                .recorder
+                .in_flight()
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= 1;
         pace.learn = is_hit && commit.ok && pace.alone;
         commit.ok
     }
 
     /// Counts an authenticated request in flight until the guard drops.
     fn busy(&self) -> InFlight<'_> {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(&self.in_flight)
+        let n = self.recorder.in_flight();
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(n)
     }
 
     /// Exchanges with an emulator.

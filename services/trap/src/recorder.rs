@@ -15,7 +15,7 @@
 //! for a runtime worker between batches while request tasks fill the run queues.
 //! Otherwise it is a task on the runtime that awaits [`Database::record_trap_events`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keytrap_store::{Database, TrapEvent, TrapWriter};
@@ -45,6 +45,7 @@ pub struct Commit {
 pub struct Recorder {
     tx: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Counters of the writer, for `/metrics`.
@@ -97,6 +98,8 @@ impl Recorder {
     pub fn spawn_with_notify(db: Arc<dyn Database>, notify: Option<Arc<Notify>>) -> Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let busy = in_flight.clone();
         let mut batcher = Batcher {
             events: Vec::with_capacity(MAX_BATCH),
             waiters: Vec::with_capacity(MAX_BATCH),
@@ -107,7 +110,7 @@ impl Recorder {
             Some(writer) => {
                 let thread = std::thread::Builder::new()
                     .name("keytrap-recorder".into())
-                    .spawn(move || run_blocking(writer, rx, batcher));
+                    .spawn(move || run_blocking(writer, rx, batcher, &busy));
                 if let Err(e) = thread {
                     // No thread: the requests queued get "unavailable" (their senders are
                     // dropped with the receiver); say why once.
@@ -133,7 +136,17 @@ impl Recorder {
                 });
             }
         }
-        Recorder { tx, stats }
+        Recorder {
+            tx,
+            stats,
+            in_flight,
+        }
+    }
+
+    /// Authenticated requests being handled now (counted by the trap): more of them
+    /// than the batch committing holds means more events are on their way.
+    pub fn in_flight(&self) -> &AtomicUsize {
+        &self.in_flight
     }
 
     /// The writer's counters.
@@ -160,6 +173,7 @@ fn run_blocking(
     mut writer: Box<dyn TrapWriter>,
     mut rx: mpsc::Receiver<Job>,
     mut batcher: Batcher,
+    in_flight: &AtomicUsize,
 ) {
     loop {
         let first = match rx.try_recv() {
@@ -178,11 +192,16 @@ fn run_blocking(
         };
         batcher.fill(first, &mut rx);
         let started = std::time::Instant::now();
-        let result = writer.record(&batcher.events);
+        // Requests wait behind this batch: queued already, or past authentication and
+        // on their way (more in flight than the batch holds).
+        let n = batcher.events.len();
+        let result = writer.record(&batcher.events, &|| {
+            !rx.is_empty() || in_flight.load(Ordering::Relaxed) > n
+        });
         if let Some(failed) = batcher.committed(result, started) {
             for (event, w) in failed {
                 let started = std::time::Instant::now();
-                let ok = writer.record(std::slice::from_ref(&event));
+                let ok = writer.record(std::slice::from_ref(&event), &|| false);
                 batcher.settle_one(ok, started, w);
             }
         }
