@@ -848,7 +848,7 @@ pub mod testing {
 
     impl Drop for TempSqlite {
         fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", "-trap-lock"] {
                 let mut p = self.path.clone().into_os_string();
                 p.push(suffix);
                 let _ = std::fs::remove_file(p);

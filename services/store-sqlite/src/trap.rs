@@ -186,11 +186,12 @@ impl SqliteDatabase {
         audit: NewAudit,
     ) -> Result<Incident> {
         let mut tx = self.writer().begin().await.map_err(backend)?;
-        // Holding the write gate: the trap's next batch sees this before anything it
-        // folds could land in the incident (trap_writer.rs, `Deferred`).
-        self.trap
-            .incident_writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // The trap's writer forgets which incidents it knew open (trap_writer.rs,
+        // `Deferred`) when it sees this change, in this process or another.
+        sqlx::query("UPDATE incident_writes SET n = n + 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         // A resolved incident stays resolved; acknowledging keeps the first time.
         let row = sqlx::query(
             "UPDATE incidents SET

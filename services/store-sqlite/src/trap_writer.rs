@@ -83,8 +83,8 @@ pub(crate) struct TrapConn {
     checkpointed_at: Mutex<Instant>,
     /// Counts folded across batches, and what lets them be (see [`Deferred`]).
     deferred: Mutex<Deferred>,
-    /// Bumped by every write of the API to `incidents` (under the write gate).
-    pub(crate) incident_writes: std::sync::atomic::AtomicU64,
+    /// The file whose lock gives this process the right to fold (see [`Deferred`]).
+    lock_path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for TrapConn {
@@ -125,24 +125,6 @@ impl TrapConn {
         )
         .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(32);
-        // Counts folded by a process that died before writing them: recount them first.
-        let marker: Option<i64> = conn
-            .query_row("SELECT hits_rowid FROM trap_deferred_counts", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql_err)?;
-        if let Some(rowid) = marker {
-            let tx = conn.unchecked_transaction().map_err(sql_err)?;
-            let n = recount(&tx, rowid)?;
-            tx.execute("DELETE FROM trap_deferred_counts", [])
-                .map_err(sql_err)?;
-            tx.commit().map_err(sql_err)?;
-            tracing::info!(
-                incidents = n,
-                "recounted canary incidents whose counts a stopped process had not written"
-            );
-        }
         let unindexed: i64 = conn
             .query_row("SELECT COUNT(*) FROM hits_unindexed", [], |r| r.get(0))
             .map_err(sql_err)?;
@@ -153,9 +135,16 @@ impl TrapConn {
             written: AtomicBool::new(false),
             checkpointed_at: Mutex::new(Instant::now()),
             deferred: Mutex::new(Deferred::default()),
-            incident_writes: std::sync::atomic::AtomicU64::new(0),
+            lock_path: lock_path(path),
         })
     }
+}
+
+/// The lock file beside the database (`<file>-trap-lock`).
+pub fn lock_path(db: &Path) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-trap-lock");
+    p.into()
 }
 
 fn uuid_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
@@ -551,16 +540,21 @@ fn insert_hit_events(
 /// store incidents, are written by every batch as before, so no alert waits.
 ///
 /// What it knows is checked against the API's writes: resolving or acknowledging an
-/// incident (the only other writer of `incidents`, through the same write gate) bumps
-/// [`TrapConn::incident_writes`], and the next batch forgets what it knew. A process
-/// that dies with counts folded leaves the `trap_deferred_counts` row behind; the next
-/// start recounts those incidents from their hits ([`recount`]).
+/// incident (the only other writer of `incidents`) bumps `incident_writes` in the same
+/// transaction, in whichever process it runs, and a batch that reads a new value there
+/// forgets what it knew before it counts anything.
+///
+/// Only one process folds: the one whose trap writer holds the lock on the file beside
+/// the database ([`lock_path`]); another trap process on the same file writes every
+/// count. A process that dies with counts folded leaves the `trap_deferred_counts` row
+/// behind (and its lock goes with it); the next writer to take the lock recounts those
+/// incidents from their hits ([`recount`]) before it records anything.
 #[derive(Default)]
 pub(crate) struct Deferred {
     /// Canary -> its incident, known open at least at this severity rank.
     known: std::collections::HashMap<Uuid, (Uuid, i64)>,
-    /// [`TrapConn::incident_writes`] when `known` was learned.
-    generation: u64,
+    /// `incident_writes` when `known` was learned.
+    generation: i64,
     /// Incident -> hits counted here, not yet written.
     pending: std::collections::HashMap<Uuid, Folded>,
     /// When the oldest count in `pending` was committed.
@@ -716,22 +710,26 @@ fn recount(c: &Connection, rowid: i64) -> Result<usize> {
 pub(crate) fn record_batch(
     conn: &mut Connection,
     deferred: &mut Deferred,
-    generation: u64,
     subscribers: &HitSubscribers,
     refresh: impl FnOnce(u64),
     batch: &[TrapEvent],
     queued: &dyn Fn() -> bool,
 ) -> Result<usize> {
-    if deferred.generation != generation {
-        // The API changed an incident: what was known may no longer hold.
-        deferred.known.clear();
-        deferred.generation = generation;
-    }
     let overdue = deferred.since.is_some_and(|t| t.elapsed() >= FOLD_FOR);
     // IMMEDIATE: the write lock is taken at BEGIN (the write gate makes it free).
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
+    let generation: i64 = tx
+        .prepare_cached("SELECT n FROM incident_writes")
+        .map_err(sql_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(sql_err)?;
+    if deferred.generation != generation {
+        // The API changed an incident: what was known may no longer hold.
+        deferred.known.clear();
+        deferred.generation = generation;
+    }
     for g in unknown_groups(batch) {
         apply_unknown_group(&tx, &g)?;
     }
@@ -872,7 +870,6 @@ impl SqliteDatabase {
         let recorded = record_batch(
             &mut conn,
             &mut deferred,
-            self.trap.incident_writes.load(Ordering::SeqCst),
             &self.hit_subscribers,
             |g| self.refresh_hit_subscribers(g),
             batch,
@@ -997,6 +994,81 @@ impl SqliteDatabase {
             .is_some()
     }
 
+    /// Takes the right to fold counts (see [`Deferred`]) for this process's trap writer:
+    /// the lock on [`lock_path`], then, if a process that held it died with counts
+    /// folded, the recount. `None` (every count written by its batch) when another
+    /// process holds the lock or the recount failed. The caller holds the write gate.
+    fn claim_folding(&self) -> Option<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.trap.lock_path)
+            .and_then(|f| match f.try_lock() {
+                Ok(()) => Ok(Some(f)),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => Err(e),
+            });
+        let file = match file {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                tracing::info!(
+                    "another process runs the trap on this database: this one writes every incident count with its batch"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.trap.lock_path.display(), "cannot lock the trap's lock file: incident counts are written with every batch");
+                return None;
+            }
+        };
+        let own = self
+            .trap
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pending();
+        if own {
+            // The marker is this process's own (an earlier writer of it folded them).
+            return Some(file);
+        }
+        match self.recount_if_marked() {
+            Ok(()) => Some(file),
+            Err(e) => {
+                tracing::error!(error = %e, "recounting incidents after an unclean stop failed; retried at the next start, no counts folded meanwhile");
+                None
+            }
+        }
+    }
+
+    /// The recount after a process died with counts folded (see [`recount`]), if the
+    /// marker says so.
+    fn recount_if_marked(&self) -> Result<()> {
+        let mut conn = self.trap_conn();
+        let marker: Option<i64> = conn
+            .query_row("SELECT hits_rowid FROM trap_deferred_counts", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql_err)?;
+        let Some(rowid) = marker else {
+            return Ok(());
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let n = recount(&tx, rowid)?;
+        tx.execute("DELETE FROM trap_deferred_counts", [])
+            .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+        self.trap.written.store(true, Ordering::Relaxed);
+        tracing::info!(
+            incidents = n,
+            "recounted canary incidents whose counts a stopped process had not written"
+        );
+        Ok(())
+    }
+
     /// Counts folded across batches wait to be written.
     fn folded_pending(&self) -> bool {
         self.trap
@@ -1060,6 +1132,9 @@ pub(crate) struct SqliteTrapWriter {
     gate: Option<(PoolConnection<Sqlite>, Instant)>,
     /// When waiting hits were last moved into `hits_by_canary`.
     indexed_at: Instant,
+    /// Whether it tried to take the right to fold counts yet, and the lock if it has.
+    claimed: bool,
+    fold_lock: Option<std::fs::File>,
 }
 
 impl SqliteTrapWriter {
@@ -1068,10 +1143,13 @@ impl SqliteTrapWriter {
             db,
             gate: None,
             indexed_at: Instant::now(),
+            claimed: false,
+            fold_lock: None,
         }
     }
 
-    /// Takes the write gate unless the recorder keeps it already.
+    /// Takes the write gate unless the recorder keeps it already; the first time, also
+    /// the right to fold counts (see [`Deferred`]).
     fn gate(&mut self) -> Result<()> {
         if self.gate.is_none() {
             let conn = self
@@ -1080,6 +1158,10 @@ impl SqliteTrapWriter {
                 .block_on(self.db.writer().acquire())
                 .map_err(crate::backend)?;
             self.gate = Some((conn, Instant::now()));
+        }
+        if !self.claimed {
+            self.claimed = true;
+            self.fold_lock = self.db.claim_folding();
         }
         Ok(())
     }
@@ -1136,7 +1218,8 @@ impl TrapWriter for SqliteTrapWriter {
             self.release();
         }
         self.gate()?;
-        self.db.record_locked(batch, queued)
+        let fold = self.fold_lock.is_some();
+        self.db.record_locked(batch, &|| fold && queued())
     }
 
     fn maintain(&mut self, queued: bool) {

@@ -670,10 +670,18 @@ async fn a_start_after_a_stop_with_folded_counts_recounts_them_from_the_hits() {
     assert_eq!(canary_incident(&db, a).await.hit_count, 1);
     assert_eq!(marker_rows(&db).await, 1);
 
-    // The next start recounts before the trap writes anything.
+    // The next start's trap writer recounts before it records anything (the dropped
+    // writer's lock went with it, as a dead process's does).
     let again = SqliteDatabase::connect(&format!("sqlite://{}", db.path().display()))
         .await
         .unwrap();
+    assert_eq!(
+        canary_incident(&again, a).await.hit_count,
+        1,
+        "opening the database alone (keytrap migrate, an API-only process) must not recount"
+    );
+    let w = run(again.trap_writer().unwrap(), vec![(vec![], false)]).await;
+    drop(w);
     let ia = canary_incident(&again, a).await;
     assert_eq!(ia.hit_count, 11);
     assert_eq!(ia.last_seen.timestamp_millis(), newest_a.0);
@@ -689,4 +697,66 @@ async fn a_start_after_a_stop_with_folded_counts_recounts_them_from_the_hits() {
         .find(|i| i.kind == IncidentKind::Store)
         .unwrap();
     assert_eq!(store.hit_count, 17);
+}
+
+/// Another process on the same file (here: a second handle, with memory of its own).
+async fn second_process(db: &TempSqlite) -> SqliteDatabase {
+    SqliteDatabase::connect(&format!("sqlite://{}", db.path().display()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_in_another_process_is_seen_before_anything_is_counted_into_it() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = db.trap_writer().unwrap();
+    let w = run(w, vec![(vec![hit(&c)], false), (vec![hit(&c)], true)]).await;
+    let first = canary_incident(&db, &c).await;
+    // The API runs in another process: nothing it does reaches this one's memory.
+    let api = second_process(&db).await;
+    let mut w = w;
+    w.idle(); // lets the gate go (the API's write waits for it)
+    api.set_incident_status(
+        c.tenant_id,
+        first.id,
+        IncidentStatus::Resolved,
+        chrono::Utc::now(),
+        audit(c.tenant_id, "incident.resolve"),
+    )
+    .await
+    .unwrap();
+    let w = run(w, vec![(vec![hit(&c)], true), (vec![], false)]).await;
+    let second = canary_incident(&db, &c).await;
+    assert_ne!(
+        second.id, first.id,
+        "a hit after the resolve was counted into it"
+    );
+    assert_eq!(second.hit_count, 1);
+    let resolved = db
+        .get_incident(c.tenant_id, first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.hit_count, 2);
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_process_holding_the_lock_folds() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    // This process's trap writer takes the lock with its first batch...
+    let w = run(db.trap_writer().unwrap(), vec![(vec![hit(&c)], false)]).await;
+    // ...so a second trap process on the file writes every count with its batch.
+    let other = second_process(&db).await;
+    let w2 = run(
+        other.trap_writer().unwrap(),
+        vec![(vec![hit(&c)], false), (vec![hit(&c), hit(&c)], true)],
+    )
+    .await;
+    assert_eq!(canary_incident(&db, &c).await.hit_count, 4);
+    assert_eq!(marker_rows(&db).await, 0);
+    drop(w2);
+    drop(w);
 }
