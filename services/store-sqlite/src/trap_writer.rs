@@ -534,9 +534,9 @@ fn insert_hit_events(
 /// per commit, each dirtying a page of `incidents` for the WAL: with many canaries in use,
 /// about a quarter of the writer's time and a fifth of the canary benchmark's throughput.
 /// While requests queue for the next batch (sustained load), a group whose incident is
-/// known open at the group's severity is counted here instead, and written at most every
-/// [`FOLD_FOR`] and by the first batch with nothing queued behind it: when a burst ends,
-/// its last answer goes out after every count is in. Incidents that open or escalate, and
+/// known open at the group's severity is counted here instead, and written by the first
+/// batch with nothing queued behind it (when a burst ends, its last answer goes out after
+/// every count is in), at the writer's first quiet moment, or within [`FOLD_FOR`]. Incidents that open or escalate, and
 /// store incidents, are written by every batch as before, so no alert waits.
 ///
 /// What it knows is checked against the API's writes: resolving or acknowledging an
@@ -571,8 +571,8 @@ struct Folded {
 
 /// Longest time a folded count waits to be written while the trap stays busy.
 pub const FOLD_FOR: Duration = Duration::from_millis(100);
-/// Canaries remembered at most (then forgotten and learned again).
-const KNOWN_MAX: usize = 1 << 20;
+/// Canaries remembered at most (then forgotten and learned again): about 4 MB.
+const KNOWN_MAX: usize = 1 << 16;
 
 impl Deferred {
     /// Folded counts wait to be written.
