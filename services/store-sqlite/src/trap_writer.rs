@@ -858,15 +858,19 @@ impl SqliteDatabase {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The counts folded across batches (see [`Deferred`]).
+    fn deferred(&self) -> std::sync::MutexGuard<'_, Deferred> {
+        self.trap
+            .deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs one batch on the trap's connection; the caller holds the write gate.
     /// `queued`: requests wait for the next batch (see [`record_batch`]).
     fn record_locked(&self, batch: &[TrapEvent], queued: &dyn Fn() -> bool) -> Result<()> {
         let mut conn = self.trap_conn();
-        let mut deferred = self
-            .trap
-            .deferred
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut deferred = self.deferred();
         let recorded = record_batch(
             &mut conn,
             &mut deferred,
@@ -1022,12 +1026,7 @@ impl SqliteDatabase {
                 return None;
             }
         };
-        let own = self
-            .trap
-            .deferred
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending();
+        let own = self.deferred().pending();
         if own {
             // The marker is this process's own (an earlier writer of it folded them).
             return Some(file);
@@ -1071,11 +1070,7 @@ impl SqliteDatabase {
 
     /// Counts folded across batches wait to be written.
     fn folded_pending(&self) -> bool {
-        self.trap
-            .deferred
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending()
+        self.deferred().pending()
     }
 
     /// Hits committed but not yet deleted from `hits_unindexed`.
