@@ -243,6 +243,16 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
     };
     let wake = worker.as_ref().map(|w| w.waker());
 
+    if cfg.roles.contains(&Role::Trap) {
+        // Before any listener opens: nothing is served from what an earlier trap process
+        // left unsettled (SQLite: counts folded when it stopped are recounted).
+        ready
+            .state
+            .db
+            .prepare_trap()
+            .await
+            .context("cannot prepare the trap's writer")?;
+    }
     let mut trap_state = None;
     if cfg.roles.contains(&Role::Api) {
         let listener = bind(cfg.api_listen, "api").await?;

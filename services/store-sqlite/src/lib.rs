@@ -613,6 +613,10 @@ impl Database for SqliteDatabase {
         Some(Box::new(trap_writer::SqliteTrapWriter::new(self.clone())))
     }
 
+    async fn prepare_trap(&self) -> Result<()> {
+        self.trap_prepare().await
+    }
+
     async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>> {
         self.trap_list_hits(tenant, filter).await
     }

@@ -85,6 +85,9 @@ pub(crate) struct TrapConn {
     deferred: Mutex<Deferred>,
     /// The file whose lock gives this process the right to fold (see [`Deferred`]).
     lock_path: std::path::PathBuf,
+    /// What [`SqliteDatabase::prepare_trap`] claimed, until the trap writer takes it:
+    /// `Some(Some(lock))` the right to fold, `Some(None)` not this process's.
+    claimed: Mutex<Option<Option<std::fs::File>>>,
 }
 
 impl std::fmt::Debug for TrapConn {
@@ -136,6 +139,7 @@ impl TrapConn {
             checkpointed_at: Mutex::new(Instant::now()),
             deferred: Mutex::new(Deferred::default()),
             lock_path: lock_path(path),
+            claimed: Mutex::new(None),
         })
     }
 }
@@ -1103,6 +1107,32 @@ impl SqliteDatabase {
         done
     }
 
+    /// [`Database::prepare_trap`]: takes the right to fold counts and, if a process that
+    /// held it stopped with counts folded, recounts them, before the trap serves anything
+    /// (else the recount waited for the trap's first request, and listings served until
+    /// then showed those counts short). The trap writer takes over the lock.
+    pub(crate) async fn trap_prepare(&self) -> Result<()> {
+        let gate = self.writer().acquire().await.map_err(crate::backend)?;
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut claimed = db.claimed();
+            if claimed.is_none() {
+                *claimed = Some(db.claim_folding());
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        drop(gate);
+        Ok(())
+    }
+
+    fn claimed(&self) -> std::sync::MutexGuard<'_, Option<Option<std::fs::File>>> {
+        self.trap
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Moves every committed hit into the per-canary index now (normally the trap's
     /// writer does this by itself, see [`INDEX_EVERY`]).
     pub async fn index_hits(&self) -> Result<()> {
@@ -1156,7 +1186,9 @@ impl SqliteTrapWriter {
         }
         if !self.claimed {
             self.claimed = true;
-            self.fold_lock = self.db.claim_folding();
+            // What `prepare_trap` claimed at the start, else claimed now.
+            let prepared = self.db.claimed().take();
+            self.fold_lock = prepared.unwrap_or_else(|| self.db.claim_folding());
         }
         Ok(())
     }

@@ -699,6 +699,53 @@ async fn a_start_after_a_stop_with_folded_counts_recounts_them_from_the_hits() {
     assert_eq!(store.hit_count, 17);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_start_recounts_before_it_serves_and_its_writer_keeps_the_lock() {
+    let db = TempSqlite::new().await.unwrap();
+    let c = planted(&db).await;
+    let w = run(
+        db.trap_writer().unwrap(),
+        vec![
+            (vec![hit(&c)], false),
+            (vec![hit(&c), hit(&c)], true),
+            (vec![hit(&c)], true),
+        ],
+    )
+    .await;
+    // The process stops with three counts folded.
+    drop(w);
+    assert_eq!(canary_incident(&db, &c).await.hit_count, 1);
+
+    // A trap process starting on the file settles them before it serves anything, with
+    // no request yet (the crash test caught a restart whose listings stayed short until
+    // the trap's first request).
+    let again = second_process(&db).await;
+    again.prepare_trap().await.unwrap();
+    assert_eq!(canary_incident(&again, &c).await.hit_count, 4);
+    assert_eq!(marker_rows(&again).await, 0);
+
+    // Its trap writer took over the lock: it folds (a marker row while counts wait), and
+    // no other process can fold meanwhile.
+    // (Its first batch learns the open incident, the second folds into it.)
+    let w = run(
+        again.trap_writer().unwrap(),
+        vec![(vec![hit(&c)], true), (vec![hit(&c)], true)],
+    )
+    .await;
+    assert_eq!(marker_rows(&again).await, 1);
+    assert_eq!(canary_incident(&again, &c).await.hit_count, 5);
+    let third = second_process(&db).await;
+    third.prepare_trap().await.unwrap();
+    let w3 = run(third.trap_writer().unwrap(), vec![(vec![hit(&c)], true)]).await;
+    assert_eq!(
+        canary_incident(&again, &c).await.hit_count,
+        6,
+        "a process without the lock must write its counts"
+    );
+    drop(w3);
+    drop(w);
+}
+
 /// Another process on the same file (here: a second handle, with memory of its own).
 async fn second_process(db: &TempSqlite) -> SqliteDatabase {
     SqliteDatabase::connect(&format!("sqlite://{}", db.path().display()))

@@ -155,6 +155,14 @@ pub trait Database: Send + Sync + 'static {
     fn trap_writer(&self) -> Option<Box<dyn TrapWriter>> {
         None
     }
+    /// Called once by a process that runs the trap, before it serves anything: settles
+    /// what a trap writer of an earlier process left unfinished, so that no listing
+    /// served afterwards shows it (SQLite: the right to fold counts is taken and counts
+    /// folded by a process that stopped are recounted; docs/storage.md). The default
+    /// does nothing.
+    async fn prepare_trap(&self) -> Result<()> {
+        Ok(())
+    }
     async fn list_hits(&self, tenant: Uuid, filter: &HitFilter) -> Result<Vec<Hit>>;
     async fn get_incident(&self, tenant: Uuid, id: Uuid) -> Result<Option<Incident>>;
     async fn list_incidents(&self, tenant: Uuid, filter: &IncidentFilter) -> Result<Vec<Incident>>;
