@@ -32,7 +32,9 @@ pub struct TrapArgs {
 }
 
 /// The bare baseline server: one axum handler answering every path with a small JSON,
-/// served like the trap (axum::serve with connect info, same runtime).
+/// served like the trap (axum::serve with connect info) on tokio's default multi-threaded
+/// runtime: a worker per core, where the trap's `keytrap serve` runtime has one worker
+/// fewer and its recorder thread.
 pub async fn baseline_serve(listen: String) -> anyhow::Result<()> {
     use axum::response::IntoResponse;
     async fn answer() -> axum::response::Response {
