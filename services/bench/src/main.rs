@@ -74,9 +74,10 @@ enum Cmd {
         /// Seconds of unmeasured warm-up before each closed-loop run.
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
-        /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
+        /// Concurrent keep-alive connections: each closed-loop run is repeated at every
+        /// level, and each server's peak over the levels is its throughput.
+        #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
+        connections: Vec<usize>,
         /// Canaries minted per exchange (Binance and Bybit).
         #[arg(long, default_value_t = 100)]
         canaries: u32,
@@ -214,7 +215,16 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(trap::run(trap::TrapArgs {
                 duration: secs(duration, "duration")?,
                 warmup: secs(warmup, "warmup")?,
-                connections: connections.max(1),
+                connections: {
+                    let mut levels: Vec<usize> =
+                        connections.into_iter().map(|c| c.max(1)).collect();
+                    levels.sort_unstable();
+                    levels.dedup();
+                    if levels.is_empty() {
+                        bail!("--connections needs at least one level");
+                    }
+                    levels
+                },
                 canaries: canaries.max(1),
                 unknown_keys,
                 rate_fraction,

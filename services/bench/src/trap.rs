@@ -6,6 +6,11 @@
 //! `keytrap serve` (API + trap roles) on a fresh database per backend. The load
 //! generator (this process) signs every request on the fly with credentials it got from
 //! `POST /v1/canaries` (or random well-formed keys for the unknown-key case).
+//!
+//! Every closed loop runs at each of the `--connections` levels, and each server's peak
+//! over them is its throughput: the bare handler is CPU-bound from the lowest level on,
+//! while the trap, which holds every authenticated answer until its group commit, needs
+//! more requests in flight to fill its batches (docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -23,7 +28,8 @@ use crate::{cleanup, free_port, machine, prepare, ADMIN_TOKEN};
 pub struct TrapArgs {
     pub duration: Duration,
     pub warmup: Duration,
-    pub connections: usize,
+    /// Connection levels, ascending; each closed-loop run is made at every level.
+    pub connections: Vec<usize>,
     pub canaries: u32,
     pub unknown_keys: usize,
     pub rate_fraction: f64,
@@ -216,10 +222,15 @@ pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
         loadavg()
     );
     println!(
-        "inputs: {} connections (keep-alive, HTTP/1.1), {:.1} s warm-up + {:.1} s per closed-loop run, \
+        "inputs: closed loops at {} keep-alive connections (HTTP/1.1), each server's peak over \
+         those levels taken as its throughput; {:.1} s warm-up + {:.1} s per closed-loop run, \
          {} canaries per exchange (Binance, Bybit), {} random unknown keys, open loop at {:.0}% \
          of the measured canary maximum; backends {}",
-        args.connections,
+        args.connections
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         args.warmup.as_secs_f64(),
         args.duration.as_secs_f64(),
         args.canaries,
@@ -245,24 +256,30 @@ pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
     let child = Child::spawn(&["baseline-serve", &addr.to_string()])?;
     wait_tcp(addr).await?;
     let rss = RssSampler::start(child.pid);
-    let base = measure(
-        child.pid,
-        Plan {
+    let mut base = Vec::new();
+    for &connections in &args.connections {
+        let plan = Plan {
             addr,
             creds: unknown.clone(),
             expect: Expect::Ok200,
-            connections: args.connections,
+            connections,
             warmup: args.warmup,
             duration: args.duration,
             rate: None,
-        },
-    )
-    .await?;
+        };
+        base.push((connections, measure(child.pid, plan).await?));
+    }
     let base_rss = rss.finish().await;
     child.stop().await;
     println!("baseline (bare axum handler, peak RSS {base_rss:.1} MB):");
-    line("closed loop", &base, None);
-    let base_rate = base.report.rate();
+    for (connections, m) in &base {
+        line(&format!("closed loop, {connections} conns"), m, None);
+    }
+    let (base_conns, base_peak) = &base[peak_index(&base)];
+    let base_rate = base_peak.report.rate();
+    println!(
+        "  peak: {base_rate:.0} req/s at {base_conns} connections: the baseline of every ratio below"
+    );
 
     for backend in &args.backends {
         let target = prepare(backend, &args.postgres_url).await?;
@@ -314,11 +331,11 @@ async fn run_backend(
 
     let creds = mint(&http, &api, args.canaries).await?;
     let rss = RssSampler::start(child.pid);
-    let plan = |creds: &Arc<Vec<Cred>>, expect, rate: Option<f64>| Plan {
+    let plan = |creds: &Arc<Vec<Cred>>, expect, connections, rate: Option<f64>| Plan {
         addr: trap,
         creds: creds.clone(),
         expect,
-        connections: args.connections,
+        connections,
         warmup: if rate.is_some() {
             Duration::ZERO
         } else {
@@ -327,37 +344,65 @@ async fn run_backend(
         duration: args.duration,
         rate,
     };
-    let c0 = Commits::read(&http, &metrics).await?;
-    let unk = measure(child.pid, plan(unknown, Expect::InvalidKey, None)).await?;
-    let c1 = Commits::read(&http, &metrics).await?;
-    let valid = measure(child.pid, plan(&creds, Expect::Valid, None)).await?;
-    let c2 = Commits::read(&http, &metrics).await?;
-    let target_rate = valid.report.rate() * args.rate_fraction;
+    // Each closed loop at every level, with the group-commit counters around each run.
+    let mut unk = Vec::new();
+    let mut valid = Vec::new();
+    for (runs, set, expect) in [
+        (&mut unk, unknown, Expect::InvalidKey),
+        (&mut valid, &creds, Expect::Valid),
+    ] {
+        for &connections in &args.connections {
+            let before = Commits::read(&http, &metrics).await?;
+            let m = measure(child.pid, plan(set, expect, connections, None)).await?;
+            let after = Commits::read(&http, &metrics).await?;
+            runs.push((connections, m, after.minus(&before)));
+        }
+    }
+    let (unk_conns, unk_peak, _) = &unk[peak_index(&unk)];
+    let (valid_conns, valid_peak, _) = &valid[peak_index(&valid)];
+    // The open loop at a fraction of the canary peak, over as many connections as the
+    // peak took (latency counts from each request's scheduled time).
+    let target_rate = valid_peak.report.rate() * args.rate_fraction;
+    let before = Commits::read(&http, &metrics).await?;
     let open = measure(
         child.pid,
-        plan(&creds, Expect::Valid, Some(target_rate.max(1.0))),
+        plan(
+            &creds,
+            Expect::Valid,
+            *valid_conns,
+            Some(target_rate.max(1.0)),
+        ),
     )
     .await?;
-    let c3 = Commits::read(&http, &metrics).await?;
+    let open_commits = Commits::read(&http, &metrics).await?.minus(&before);
     let peak_rss = rss.finish().await;
     let hwm = status_kb(child.pid, "VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0);
 
     // Every 200 must be a committed hit: count valid-signature hits through the API.
-    let answered = valid.report.ok_total + open.report.ok_total;
+    let answered =
+        valid.iter().map(|(_, m, _)| m.report.ok_total).sum::<u64>() + open.report.ok_total;
     let recorded = count_valid_hits(&http, &api).await?;
     child.stop().await;
 
     println!("trap on {backend} (keytrap serve, API + trap roles; peak RSS sampled {peak_rss:.1} MB, VmHWM {hwm:.1} MB):");
-    line("unknown keys, closed loop", &unk, Some(base_rate));
-    c1.since(&c0, &unk);
-    line("valid canaries, closed loop", &valid, Some(base_rate));
-    c2.since(&c1, &valid);
+    for (what, runs) in [("unknown keys", &unk), ("valid canaries", &valid)] {
+        for (connections, m, commits) in runs {
+            line(&format!("{what}, {connections} conns"), m, Some(base_rate));
+            commits.print(m);
+        }
+    }
+    println!(
+        "  peaks: unknown keys {:.0} req/s at {unk_conns} connections, valid canaries {:.0} req/s \
+         at {valid_conns}",
+        unk_peak.report.rate(),
+        valid_peak.report.rate()
+    );
     line(
         &format!("valid canaries, open loop {target_rate:.0}/s"),
         &open,
         Some(base_rate),
     );
-    c3.since(&c2, &open);
+    open_commits.print(&open);
     println!(
         "  hits: {answered} answered 200 (warm-up included), {recorded} valid-signature hits \
          recorded -> {}",
@@ -368,19 +413,24 @@ async fn run_backend(
         }
     );
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let vr = valid.report.rate() / base_rate;
-    let ur = unk.report.rate() / base_rate;
+    let vr = valid_peak.report.rate() / base_rate;
+    let ur = unk_peak.report.rate() / base_rate;
     let p99 = open.report.quantile_ms(0.99);
     println!(
-        "  targets: canary throughput >= 0.25 x baseline: {vr:.2} {}; p99 < 20 ms at half that rate: \
-         {p99:.2} ms {}; unknown keys >= 0.60 x baseline: {ur:.2} {}; RSS < 100 MB: {:.1} MB {}",
+        "  targets: canary throughput >= 0.25 x baseline: {vr:.3} {}; p99 < 20 ms at half that rate: \
+         {p99:.2} ms {}; unknown keys >= 0.60 x baseline: {ur:.3} {}; RSS < 100 MB: {:.1} MB {}",
         verdict(vr >= 0.25),
         verdict(p99 < 20.0),
         verdict(ur >= 0.60),
         peak_rss.max(hwm),
         verdict(peak_rss.max(hwm) < 100.0),
     );
-    let errors = unk.report.errors + valid.report.errors + open.report.errors;
+    let errors = unk
+        .iter()
+        .chain(&valid)
+        .map(|(_, m, _)| m.report.errors)
+        .sum::<u64>()
+        + open.report.errors;
     if errors > 0 {
         bail!("{errors} wrong answers from the trap on {backend}");
     }
@@ -432,14 +482,27 @@ impl Commits {
         })
     }
 
-    /// Prints the run's share of the counters: events per transaction, transactions per
-    /// second, and how busy the single writer was (its time in the database over wall time).
-    fn since(&self, before: &Commits, m: &Measured) {
-        let (events, commits) = (self.events - before.events, self.commits - before.commits);
-        let busy = self.busy_seconds - before.busy_seconds;
+    /// The counters' change since `before` (the idle floor as it is now).
+    fn minus(&self, before: &Commits) -> Commits {
+        Commits {
+            events: self.events - before.events,
+            commits: self.commits - before.commits,
+            busy_seconds: self.busy_seconds - before.busy_seconds,
+            timed: self.timed - before.timed,
+            within_5ms: self.within_5ms - before.within_5ms,
+            within_20ms: self.within_20ms - before.within_20ms,
+            idle_floor: self.idle_floor,
+        }
+    }
+
+    /// Prints a run's share of the counters (from [`minus`](Self::minus)): events per
+    /// transaction, transactions per second, and how busy the single writer was (its time
+    /// in the database over wall time).
+    fn print(&self, m: &Measured) {
+        let (events, commits, busy) = (self.events, self.commits, self.busy_seconds);
         // Both the counters and the wall time span the warm-up too.
         let wall = m.wall.max(1e-9);
-        let timed = self.timed - before.timed;
+        let timed = self.timed;
         println!(
             "      group commit: {:.1} events/commit, {:.0} commits/s, {:.0} us/commit, writer busy {:.0}%; \
              commits over 5 ms: {:.0}, over 20 ms: {:.0}; idle floor at the end {:.1} ms",
@@ -447,10 +510,40 @@ impl Commits {
             commits / wall,
             busy / commits.max(1.0) * 1e6,
             busy / wall * 100.0,
-            timed - (self.within_5ms - before.within_5ms),
-            timed - (self.within_20ms - before.within_20ms),
+            timed - self.within_5ms,
+            timed - self.within_20ms,
             self.idle_floor * 1e3,
         );
+    }
+}
+
+/// Index of the run with the highest throughput (the first on ties; a run with no rate,
+/// NaN, never wins over one with a rate). `runs` is never empty.
+fn peak_index<T: RunRate>(runs: &[T]) -> usize {
+    let mut best = 0;
+    for (i, r) in runs.iter().enumerate() {
+        let (rate, top) = (r.rate(), runs[best].rate());
+        if rate > top || (top.is_nan() && !rate.is_nan()) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A closed-loop run's throughput, for [`peak_index`].
+trait RunRate {
+    fn rate(&self) -> f64;
+}
+
+impl RunRate for (usize, Measured) {
+    fn rate(&self) -> f64 {
+        self.1.report.rate()
+    }
+}
+
+impl RunRate for (usize, Measured, Commits) {
+    fn rate(&self) -> f64 {
+        self.1.report.rate()
     }
 }
 
@@ -536,5 +629,25 @@ async fn count_valid_hits(http: &reqwest::Client, api: &str) -> anyhow::Result<u
             Some(a) => after = Some(a.to_string()),
             None => return Ok(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl RunRate for f64 {
+        fn rate(&self) -> f64 {
+            *self
+        }
+    }
+
+    #[test]
+    fn the_peak_is_the_fastest_run() {
+        assert_eq!(peak_index(&[100.0, 300.0, 200.0]), 1);
+        assert_eq!(peak_index(&[100.0, 90.0, 80.0]), 0);
+        assert_eq!(peak_index(&[5.0, 5.0, 7.0, 7.0]), 2, "first of equals");
+        assert_eq!(peak_index(&[f64::NAN, 1.0, f64::NAN]), 1, "NaN never wins");
+        assert_eq!(peak_index(&[42.0]), 0);
     }
 }

@@ -348,10 +348,13 @@ fn verify_at(req: &TrapRequest, creds: &Credentials, now: f64) -> SigCheck {
     let Some(sig) = sig else {
         return SigCheck::Missing;
     };
-    // hex::decode accepts either case: Binance compares case-insensitively.
-    let Ok(sig) = hex::decode(sig.trim()) else {
+    // hex decoding accepts either case: Binance compares case-insensitively. Anything but
+    // 64 hex digits cannot be an HMAC-SHA256 and fails like a wrong one.
+    let mut digest = [0u8; 32];
+    if hex::decode_to_slice(sig.trim(), &mut digest).is_err() {
         return SigCheck::Invalid(Rejection::BadSignature);
-    };
+    }
+    let sig = digest;
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(creds.api_secret.as_bytes()) else {
         return SigCheck::Invalid(Rejection::BadSignature);
     };

@@ -260,10 +260,11 @@ impl Bybit {
         if ts < server_ms.saturating_sub(recv) || ts >= server_ms.saturating_add(MAX_AHEAD_MS) {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         }
-        // Hex, either case.
-        let Ok(sig) = hex::decode(sign) else {
+        // Hex, either case; anything but 64 hex digits fails like a wrong signature.
+        let mut sig = [0u8; 32];
+        if hex::decode_to_slice(sign, &mut sig).is_err() {
             return SigCheck::Invalid(Rejection::BadSignature);
-        };
+        }
         // The payload exactly as received, and, for a query that an HTTP client quoted
         // after ccxt signed it unquoted, the unquoted form.
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(2);

@@ -218,6 +218,11 @@ fn plain_not_found() -> Response {
 
 /// Bounded, printable text: control characters (log injection) become `\u{fffd}`.
 fn bounded(s: &str, max: usize) -> String {
+    // The usual case, short printable ASCII, is returned as it is (what the loop below
+    // would produce, without a char at a time).
+    if s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n') {
+        return s.to_owned();
+    }
     s.chars()
         .take(max)
         .map(|c| {
@@ -297,6 +302,14 @@ fn pseudo_id(digest: &[u8; 32]) -> Uuid {
 }
 
 fn key_hint(key: &str) -> String {
+    if key.is_ascii() {
+        // One byte a char: the same hint, sliced instead of collected.
+        let n = key.len();
+        if n <= 8 {
+            return "*".repeat(n);
+        }
+        return bounded(&format!("{}...{}", &key[..4], &key[n - 4..]), 16);
+    }
     let chars: Vec<char> = key.chars().collect();
     if chars.len() <= 8 {
         return "*".repeat(chars.len());
@@ -452,8 +465,8 @@ async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Res
 
     // From here canary and unknown keys take the same steps until the signature is known.
     let digest = st.keys.lookup_digest(exchange, &key);
-    let canary = match st.lookups.get(&digest) {
-        Some(cached) => cached,
+    let (canary, secrets) = match st.lookups.get(&digest) {
+        Some(cached) => (cached.found, cached.secrets),
         None => match st.db.canary_by_digest(&digest).await {
             Ok(c) => {
                 let found = c.map(|c| lookup::CanaryRef {
@@ -461,8 +474,7 @@ async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Res
                     tenant_id: c.tenant_id,
                     store_id: c.store_id,
                 });
-                st.lookups.put(digest, found);
-                found
+                (found, None)
             }
             Err(e) => {
                 tracing::error!(error = %e, "trap lookup failed");
@@ -472,8 +484,20 @@ async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Res
     };
     let id = canary.as_ref().map_or_else(|| pseudo_id(&digest), |c| c.id);
     // The key as presented: a canary's is its own (its digest matched), and an unknown
-    // key's pseudo canary needs none derived either.
-    let creds = st.keys.credentials_for_key(exchange, id, &key);
+    // key's pseudo canary needs none derived either. The secrets are derived once per
+    // cached lookup, for canaries and unknown keys alike.
+    let creds = match secrets {
+        Some(s) => s.credentials(&key),
+        None => {
+            let creds = st.keys.credentials_for_key(exchange, id, &key);
+            let cached = lookup::Cached {
+                found: canary,
+                secrets: Some(lookup::Secrets::of(&creds)),
+            };
+            st.lookups.put(digest, cached);
+            creds
+        }
+    };
     let mut sig = emu.check_signature(&req, &creds);
 
     let Some(canary) = canary else {
@@ -734,5 +758,60 @@ mod tests {
         assert_eq!(source_key(ip("203.0.113.9")), "203.0.113.9");
         assert_eq!(key_hint("vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zv"), "vmPU...E2zv");
         assert_eq!(key_hint("short"), "*****");
+    }
+
+    /// The fast paths of `bounded` and `key_hint` give what the char-by-char forms give.
+    #[test]
+    fn evidence_fast_paths_match_the_general_form() {
+        fn bounded_slow(s: &str, max: usize) -> String {
+            s.chars()
+                .take(max)
+                .map(|c| {
+                    if c.is_control() && c != '\n' {
+                        '\u{fffd}'
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+        fn hint_slow(key: &str) -> String {
+            let chars: Vec<char> = key.chars().collect();
+            if chars.len() <= 8 {
+                return "*".repeat(chars.len());
+            }
+            let head: String = chars[..4].iter().collect();
+            let tail: String = chars[chars.len() - 4..].iter().collect();
+            bounded_slow(&format!("{head}...{tail}"), 16)
+        }
+        let samples = [
+            "",
+            "abc",
+            "/api/v3/account",
+            "exactly10!",
+            "exactly11!!",
+            "tab\there",
+            "line\nbreak",
+            "del\u{7f}x",
+            "nul\0x",
+            "esc\u{1b}[0m",
+            "c1\u{85}control",
+            "caf\u{e9} \u{1f600} \u{200b}",
+            "12345678",
+            "123456789",
+            "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zv",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "ab\r\ncd\u{1b}efghij",
+        ];
+        for s in samples {
+            for max in [0, 1, 4, 10, 11, 16, 100] {
+                assert_eq!(
+                    bounded(s, max),
+                    bounded_slow(s, max),
+                    "bounded({s:?}, {max})"
+                );
+            }
+            assert_eq!(key_hint(s), hint_slow(s), "key_hint({s:?})");
+        }
     }
 }

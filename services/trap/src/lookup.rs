@@ -8,9 +8,18 @@
 //! negatives after 30 seconds) and the cache is bounded: a flood of random keys evicts a
 //! shard wholesale rather than growing memory. Canary and unknown keys are cached alike,
 //! so the cache adds no timing difference between them.
+//!
+//! An entry also keeps the key's derived secrets (its canary's, or an unknown key's pseudo
+//! canary's, which the signature check uses alike), so a key presented again is not
+//! derived again: the derivation was about 6% of the trap's CPU on unknown keys
+//! (docs/benchmarks.md, session 13). Derived secrets are no more secret than the master
+//! key the process holds anyway, and they leave memory with their entry. With them an
+//! entry takes up to about 300 bytes (a 64-character secret), so the cache's bound
+//! (16 x 8,192 entries, reached only by a flood of distinct keys) is about 40 MB, against
+//! about 25 MB without them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -23,12 +32,46 @@ pub struct CanaryRef {
     pub store_id: Uuid,
 }
 
+/// A key's derived secrets, as [`keytrap_core::Credentials`] holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    pub api_secret: Arc<str>,
+    pub passphrase: Option<Arc<str>>,
+}
+
+impl Secrets {
+    pub fn of(creds: &keytrap_core::Credentials) -> Secrets {
+        Secrets {
+            api_secret: Arc::from(creds.api_secret.as_str()),
+            passphrase: creds.passphrase.as_deref().map(Arc::from),
+        }
+    }
+
+    /// The credentials of `api_key` (the key as presented, which the digest matched).
+    pub fn credentials(&self, api_key: &str) -> keytrap_core::Credentials {
+        keytrap_core::Credentials {
+            api_key: api_key.to_string(),
+            api_secret: self.api_secret.to_string(),
+            passphrase: self.passphrase.as_deref().map(str::to_string),
+        }
+    }
+}
+
+/// What the cache knows of a lookup digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    /// The canary, or `None` for a key nobody minted.
+    pub found: Option<CanaryRef>,
+    /// The key's derived secrets, once derived.
+    pub secrets: Option<Secrets>,
+}
+
 const SHARDS: usize = 16;
 const PER_SHARD: usize = 8_192;
 const POSITIVE_TTL: Duration = Duration::from_secs(600);
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 
-type Shard = HashMap<[u8; 32], (Instant, Option<CanaryRef>)>;
+type Shard = HashMap<[u8; 32], (Instant, Cached)>;
 
 pub struct LookupCache {
     shards: Vec<Mutex<Shard>>,
@@ -47,19 +90,20 @@ impl LookupCache {
         &self.shards[usize::from(digest[0]) % SHARDS]
     }
 
-    /// `Some(answer)` when the digest's lookup is cached and fresh.
-    pub fn get(&self, digest: &[u8; 32]) -> Option<Option<CanaryRef>> {
+    /// What is cached of the digest's lookup, when it is fresh.
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Cached> {
         let shard = self.shard(digest).lock().ok()?;
-        let (at, found) = shard.get(digest)?;
-        let ttl = if found.is_some() {
+        let (at, cached) = shard.get(digest)?;
+        let ttl = if cached.found.is_some() {
             POSITIVE_TTL
         } else {
             NEGATIVE_TTL
         };
-        (at.elapsed() < ttl).then_some(*found)
+        (at.elapsed() < ttl).then(|| cached.clone())
     }
 
-    pub fn put(&self, digest: [u8; 32], found: Option<CanaryRef>) {
+    /// Caches a lookup's answer (and the key's secrets, once derived) from now on.
+    pub fn put(&self, digest: [u8; 32], cached: Cached) {
         let Ok(mut shard) = self.shard(&digest).lock() else {
             return;
         };
@@ -67,7 +111,7 @@ impl LookupCache {
             // Bounded memory under a flood of distinct keys: start the shard afresh.
             shard.clear();
         }
-        shard.insert(digest, (Instant::now(), found));
+        shard.insert(digest, (Instant::now(), cached));
     }
 }
 
@@ -83,17 +127,36 @@ mod tests {
             tenant_id: Uuid::now_v7(),
             store_id: Uuid::now_v7(),
         };
+        let found = |f: Option<CanaryRef>| Cached {
+            found: f,
+            secrets: None,
+        };
         assert_eq!(c.get(&[1; 32]), None);
-        c.put([1; 32], Some(hit));
-        c.put([2; 32], None);
-        assert_eq!(c.get(&[1; 32]), Some(Some(hit)));
-        assert_eq!(c.get(&[2; 32]), Some(None));
+        c.put([1; 32], found(Some(hit)));
+        c.put([2; 32], found(None));
+        assert_eq!(c.get(&[1; 32]), Some(found(Some(hit))));
+        assert_eq!(c.get(&[2; 32]), Some(found(None)));
+        // Secrets ride with the entry and give back the credentials they came from.
+        let creds = keytrap_core::Credentials {
+            api_key: "k".repeat(64),
+            api_secret: "s".repeat(64),
+            passphrase: Some("p".into()),
+        };
+        c.put(
+            [3; 32],
+            Cached {
+                found: None,
+                secrets: Some(Secrets::of(&creds)),
+            },
+        );
+        let back = c.get(&[3; 32]).and_then(|e| e.secrets).expect("secrets");
+        assert_eq!(back.credentials(&creds.api_key), creds);
         // A flood of distinct keys into one shard never holds more than PER_SHARD.
         for i in 0..(PER_SHARD as u32 * 3) {
             let mut d = [0u8; 32];
             d[0] = 16; // same shard every time
             d[1..5].copy_from_slice(&i.to_be_bytes());
-            c.put(d, None);
+            c.put(d, found(None));
         }
         let sizes: Vec<usize> = c
             .shards
