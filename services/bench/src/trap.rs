@@ -275,7 +275,7 @@ pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
     for (connections, m) in &base {
         line(&format!("closed loop, {connections} conns"), m, None);
     }
-    let (base_conns, base_peak) = &base[peak_index(&base)];
+    let (base_conns, base_peak) = &base[peak_index(base.iter().map(|(_, m)| m.report.rate()))];
     let base_rate = base_peak.report.rate();
     println!(
         "  peak: {base_rate:.0} req/s at {base_conns} connections: the baseline of every ratio below"
@@ -358,8 +358,9 @@ async fn run_backend(
             runs.push((connections, m, after.minus(&before)));
         }
     }
-    let (unk_conns, unk_peak, _) = &unk[peak_index(&unk)];
-    let (valid_conns, valid_peak, _) = &valid[peak_index(&valid)];
+    let (unk_conns, unk_peak, _) = &unk[peak_index(unk.iter().map(|(_, m, _)| m.report.rate()))];
+    let (valid_conns, valid_peak, _) =
+        &valid[peak_index(valid.iter().map(|(_, m, _)| m.report.rate()))];
     // The open loop at a fraction of the canary peak, over as many connections as the
     // peak took (latency counts from each request's scheduled time).
     let target_rate = valid_peak.report.rate() * args.rate_fraction;
@@ -517,34 +518,17 @@ impl Commits {
     }
 }
 
-/// Index of the run with the highest throughput (the first on ties; a run with no rate,
-/// NaN, never wins over one with a rate). `runs` is never empty.
-fn peak_index<T: RunRate>(runs: &[T]) -> usize {
-    let mut best = 0;
-    for (i, r) in runs.iter().enumerate() {
-        let (rate, top) = (r.rate(), runs[best].rate());
-        if rate > top || (top.is_nan() && !rate.is_nan()) {
-            best = i;
+/// Index of the highest rate (the first on ties; NaN, a run with no rate, never wins
+/// over a number). `rates` is never empty.
+fn peak_index(rates: impl IntoIterator<Item = f64>) -> usize {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, rate) in rates.into_iter().enumerate() {
+        match best {
+            Some((_, top)) if !(rate > top || (top.is_nan() && !rate.is_nan())) => {}
+            _ => best = Some((i, rate)),
         }
     }
-    best
-}
-
-/// A closed-loop run's throughput, for [`peak_index`].
-trait RunRate {
-    fn rate(&self) -> f64;
-}
-
-impl RunRate for (usize, Measured) {
-    fn rate(&self) -> f64 {
-        self.1.report.rate()
-    }
-}
-
-impl RunRate for (usize, Measured, Commits) {
-    fn rate(&self) -> f64 {
-        self.1.report.rate()
-    }
+    best.map_or(0, |(i, _)| i)
 }
 
 /// Mints `n` Binance and `n` Bybit canaries through the API; returns their credentials,
@@ -636,18 +620,12 @@ async fn count_valid_hits(http: &reqwest::Client, api: &str) -> anyhow::Result<u
 mod tests {
     use super::*;
 
-    impl RunRate for f64 {
-        fn rate(&self) -> f64 {
-            *self
-        }
-    }
-
     #[test]
     fn the_peak_is_the_fastest_run() {
-        assert_eq!(peak_index(&[100.0, 300.0, 200.0]), 1);
-        assert_eq!(peak_index(&[100.0, 90.0, 80.0]), 0);
-        assert_eq!(peak_index(&[5.0, 5.0, 7.0, 7.0]), 2, "first of equals");
-        assert_eq!(peak_index(&[f64::NAN, 1.0, f64::NAN]), 1, "NaN never wins");
-        assert_eq!(peak_index(&[42.0]), 0);
+        assert_eq!(peak_index([100.0, 300.0, 200.0]), 1);
+        assert_eq!(peak_index([100.0, 90.0, 80.0]), 0);
+        assert_eq!(peak_index([5.0, 5.0, 7.0, 7.0]), 2, "first of equals");
+        assert_eq!(peak_index([f64::NAN, 1.0, f64::NAN]), 1, "NaN never wins");
+        assert_eq!(peak_index([42.0]), 0);
     }
 }
