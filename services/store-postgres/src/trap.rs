@@ -298,6 +298,32 @@ async fn apply_hits(c: &mut PgConnection, hits: &[&Hit]) -> Result<Vec<Uuid>> {
     Ok(incidents)
 }
 
+/// Fails unless every hit's canary is stored, in the hit's store: what the foreign keys
+/// of `hits` checked row by row before migration 0006, once for the whole batch (the
+/// one-statement path joins `canaries` instead). Canaries and stores are never deleted
+/// (the migration's triggers refuse it), so what is checked here stays true.
+async fn check_hit_parents(c: &mut PgConnection, hits: &[&Hit]) -> Result<()> {
+    let mut pairs: Vec<(Uuid, Uuid)> = hits.iter().map(|h| (h.canary_id, h.store_id)).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (canaries, stores): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM canaries k
+         JOIN unnest($1::uuid[], $2::uuid[]) AS v(id, store_id) ON k.id = v.id AND k.store_id = v.store_id",
+    )
+    .bind(&canaries)
+    .bind(&stores)
+    .fetch_one(&mut *c)
+    .await
+    .map_err(backend)?;
+    if found != pairs.len() as i64 {
+        return Err(StoreError::Backend(
+            "a hit names a canary that is not stored, or not in the hit's store".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The batch's hit rows in multi-row inserts.
 async fn insert_hits(c: &mut PgConnection, rows: &[(&Hit, Uuid)]) -> Result<()> {
     // 19 parameters a row; PostgreSQL allows 65,535 per statement.
@@ -416,6 +442,7 @@ impl PgDatabase {
         }
         let hits = batch_hits(batch);
         if !hits.is_empty() {
+            check_hit_parents(&mut tx, &hits).await?;
             let incidents = apply_hits(&mut tx, &hits).await?;
             let rows: Vec<(&Hit, Uuid)> = hits.iter().copied().zip(incidents).collect();
             insert_hits(&mut tx, &rows).await?;

@@ -12,10 +12,12 @@
 //! `WITH` queries over arrays, so its text never changes and stays prepared), committed
 //! on its own: one round trip.
 //!
-//! The statement checks that it counted every group and stored every hit; if not (an
-//! incident must open or escalate, or a concurrent replica resolved one), it fails on
-//! purpose with a division by zero, nothing of it is kept, and the batch goes through
-//! the transaction as before. Either way the batch is all or nothing.
+//! The statement checks that it counted every group and stored every hit, each joined to
+//! its canary in its store (what the foreign keys of `hits` checked row by row before
+//! migration 0006); if not (an incident must open or escalate, a concurrent replica
+//! resolved one, or a hit names no stored canary), it fails on purpose with a division by
+//! zero, nothing of it is kept, and the batch goes through the transaction as before.
+//! Either way the batch is all or nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,6 +170,7 @@ WITH u AS (
              source_ip, forwarded_for, user_agent, client_fingerprint, signature_state,
              action_class, action_params, severity, received_at)
     JOIN c ON c.canary_id = v.canary_id
+    JOIN canaries k ON k.id = v.canary_id AND k.store_id = v.store_id
     RETURNING 1
 )
 SELECT pg_notify($1, ''), 1 / ((SELECT count(*) FROM c) = $35 AND (SELECT count(*) FROM s) = $36

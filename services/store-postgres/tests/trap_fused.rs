@@ -226,3 +226,91 @@ async fn batches_that_only_count_commit_in_one_statement() {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].hit_id, Some(hit_of(&counted).id));
 }
+
+/// Migration 0006 took the per-row foreign keys off `hits`: every hit's (canary, store)
+/// pair is checked once per batch instead, by the statement and by the transaction, and
+/// canaries and stores cannot be deleted, so the pair stays true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_must_name_a_stored_canary_in_its_store() {
+    let Some(db) = testing::fresh().await else {
+        return;
+    };
+    let (t1, s1, a) = planted(&db, 1).await;
+    let (_, s2, b) = planted(&db, 2).await;
+    // Both canaries' and both stores' incidents open: the process knows their ranks.
+    db.record_trap_events(&[
+        hit(&a[0], Severity::Low, SignatureState::Invalid, "read"),
+        hit(&b[0], Severity::Low, SignatureState::Invalid, "read"),
+    ])
+    .await
+    .unwrap();
+    let hits_of_a = || async {
+        db.list_hits(t1.id, &HitFilter::default())
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(hits_of_a().await, 1);
+
+    // Canary a[0] with store s2: each is stored, the pair is not.
+    let mut crossed = hit(&a[0], Severity::Low, SignatureState::Invalid, "read");
+    if let TrapEvent::Hit(h) = &mut crossed {
+        h.store_id = s2.id;
+    }
+    let batch = [
+        hit(&a[0], Severity::Low, SignatureState::Invalid, "read"),
+        crossed,
+    ];
+    let err = db.record_trap_events(&batch).await;
+    assert!(err.is_err(), "a hit outside its canary's store is refused");
+    assert_eq!(
+        (db.one_statement_commits(), db.one_statement_refusals()),
+        (0, 1),
+        "the statement was tried (every rank known) and refused by its own check"
+    );
+    assert_eq!(hits_of_a().await, 1, "nothing of the batch is kept");
+    let canary_incident = db
+        .list_incidents(t1.id, &IncidentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == IncidentKind::Canary)
+        .unwrap();
+    assert_eq!(canary_incident.hit_count, 1);
+
+    // A canary that is not stored at all: the transaction refuses it.
+    let mut ghost = a[1].clone();
+    ghost.id = Uuid::now_v7();
+    let err = db
+        .record_trap_events(&[hit(&ghost, Severity::High, SignatureState::Valid, "read")])
+        .await;
+    assert!(err.is_err(), "a hit of an unknown canary is refused");
+
+    // The same pairs, right, commit: first through the transaction (the refusal made
+    // the process forget the ranks), then through the statement.
+    for commits in [0, 1] {
+        db.record_trap_events(&[
+            hit(&a[0], Severity::Low, SignatureState::Invalid, "read"),
+            hit(&b[0], Severity::Low, SignatureState::Invalid, "read"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(db.one_statement_commits(), commits);
+    }
+    assert_eq!(hits_of_a().await, 3);
+
+    // Canaries and stores are never deleted, so a hit's pair stays stored.
+    for sql in [
+        format!("DELETE FROM canaries WHERE id = '{}'", b[1].id),
+        format!("DELETE FROM stores WHERE id = '{}'", s1.id),
+        "TRUNCATE canaries CASCADE".to_string(),
+        "TRUNCATE stores CASCADE".to_string(),
+    ] {
+        let e = sqlx::query(&sql).execute(db.pool()).await.expect_err(&sql);
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code().map(|c| c.to_string()));
+        assert_eq!(code.as_deref(), Some("23001"), "{sql}: {e}");
+    }
+    assert_eq!(hits_of_a().await, 3);
+}
