@@ -36,6 +36,7 @@ use crate::emulator::{
     Account, Action, ActionClass, Emulator, Order, Rejection, SigCheck, TrapRequest,
 };
 use crate::market::{self, Market, CURRENCIES, MARKETS};
+use crate::rendered::{Answer, Rendered, Split};
 
 /// Binance answers JSON with this exact content type.
 const JSON_CT: &str = "application/json;charset=UTF-8";
@@ -610,10 +611,31 @@ struct AccountInfo<'a> {
     uid: u64,
 }
 
+/// How long before the moment of the call the account says it was last updated: fixed
+/// per canary, so `updateTime` moves with the clock as a real account's stays put for a
+/// while but never runs ahead of it.
+fn update_lag(canary: Uuid) -> i64 {
+    3_600_000 + (fnv(&[canary.as_bytes(), b"upd"]) % 86_400_000) as i64
+}
+
 /// The account answer, serialized straight from [`AccountInfo`]: the call every client
 /// makes first and most often (a `Value` tree of it was a tenth of the trap's CPU under
 /// load, docs/benchmarks.md).
 fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> String {
+    account_info_json(canary, open, now - update_lag(canary), omit_zero)
+}
+
+/// [`account_json`] cut around its `updateTime`, for [`Rendered`].
+fn account_split(canary: Uuid, open: &[Order], omit_zero: bool) -> Option<Split> {
+    // No real `updateTime` is 0, and the field comes before the balances.
+    Split::around(
+        &account_info_json(canary, open, 0, omit_zero),
+        "\"updateTime\":",
+        "0",
+    )
+}
+
+fn account_info_json(canary: Uuid, open: &[Order], update_time: i64, omit_zero: bool) -> String {
     let held_list = market::balances(canary);
     let mut assets: Vec<&str> = held_list.iter().map(|(a, _)| *a).collect();
     for (c, _, _) in CURRENCIES {
@@ -657,7 +679,7 @@ fn account_json(canary: Uuid, open: &[Order], now: i64, omit_zero: bool) -> Stri
         brokered: false,
         require_self_trade_prevention: false,
         prevent_sor: false,
-        update_time: now - 3_600_000 - (fnv(&[canary.as_bytes(), b"upd"]) % 86_400_000) as i64,
+        update_time,
         account_type: "SPOT",
         balances,
         permissions: ["SPOT"],
@@ -982,12 +1004,20 @@ impl Binance {
             Err(_) => return self.reject(req, Rejection::Unavailable),
         };
         let omit = req.param("omitZeroBalances").as_deref() == Some("true");
-        ok_text(account_json(
-            acc.canary_id,
-            &open,
-            acc.now.timestamp_millis(),
-            omit,
-        ))
+        let (id, now) = (acc.canary_id, acc.now.timestamp_millis());
+        // Without open orders the answer depends on the canary alone (and the time).
+        let memo = open.is_empty().then(|| {
+            Rendered::global().answer(
+                id,
+                Answer::BinanceAccount(omit),
+                now - update_lag(id),
+                || account_split(id, &[], omit),
+            )
+        });
+        ok_text(match memo.flatten() {
+            Some(text) => text,
+            None => account_json(id, &open, now, omit),
+        })
     }
 
     async fn create_order(&self, req: &TrapRequest, acc: &Account<'_>, test: bool) -> Response {
@@ -1731,6 +1761,29 @@ mod tests {
         assert_eq!(usdt["free"], d8(held - 20.0));
     }
 
+    /// The memoized account (no open orders) is the rendered one, byte for byte, with the
+    /// moment's `updateTime`.
+    #[test]
+    fn the_memoized_account_is_the_rendered_one() {
+        let id = Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5c);
+        for omit in [false, true] {
+            let split = account_split(id, &[], omit).expect("updateTime is found");
+            for now in [1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000] {
+                let direct = account_json(id, &[], now, omit);
+                assert_eq!(split.with(now - update_lag(id)), direct);
+                let memo = Rendered::global()
+                    .answer(
+                        id,
+                        Answer::BinanceAccount(omit),
+                        now - update_lag(id),
+                        || account_split(id, &[], omit),
+                    )
+                    .unwrap();
+                assert_eq!(memo, direct);
+            }
+        }
+    }
+
     /// Splits a ccxt `sign()` url into path and query.
     fn from_ccxt(method: Method, url: &str, body: Option<&str>) -> TrapRequest {
         let rest = url.strip_prefix("https://api.binance.com").unwrap();
@@ -2245,6 +2298,24 @@ mod tests {
         )
         .await;
         assert_eq!(open, json!([]));
+        // Nothing is locked any more (the account is memoized again).
+        for _ in 0..2 {
+            let bal = json_of(
+                Binance
+                    .private(&p(Method::GET, "/api/v3/account", "timestamp=1"), &acc)
+                    .await,
+            )
+            .await;
+            let usdt = bal["balances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["asset"] == "USDT")
+                .unwrap()
+                .clone();
+            assert_eq!(usdt["locked"], "0.00000000");
+            assert_eq!(usdt["free"], d8(usdt_total));
+        }
         // History keeps the cancelled order.
         let all = json_of(
             Binance

@@ -33,6 +33,7 @@ use crate::emulator::{
     Account, Action, ActionClass, Emulator, Order, Rejection, SigCheck, TrapRequest,
 };
 use crate::market::{self, Market, CURRENCIES, MARKETS};
+use crate::rendered::{Answer, Rendered, Split};
 
 /// Bybit's default `X-BAPI-RECV-WINDOW` (ms) when the header is absent.
 const DEFAULT_RECV_WINDOW: i64 = 5000;
@@ -51,10 +52,19 @@ pub struct Bybit;
 
 /// Bybit's envelope, keys in Bybit's order (serde_json would sort them).
 fn envelope(ret_code: i64, ret_msg: &str, result: &str, time_ms: i64) -> String {
-    format!(
-        "{{\"retCode\":{ret_code},\"retMsg\":{},\"result\":{result},\"retExtInfo\":{{}},\"time\":{time_ms}}}",
-        Value::String(ret_msg.to_owned())
-    )
+    envelope_split(ret_code, ret_msg, result).with(time_ms)
+}
+
+/// [`envelope`] cut around its `time`, which comes last.
+fn envelope_split(ret_code: i64, ret_msg: &str, result: &str) -> Split {
+    Split {
+        head: format!(
+            "{{\"retCode\":{ret_code},\"retMsg\":{},\"result\":{result},\"retExtInfo\":{{}},\"time\":",
+            Value::String(ret_msg.to_owned())
+        )
+        .into(),
+        tail: "}".into(),
+    }
 }
 
 fn respond(status: StatusCode, body: String) -> Response {
@@ -886,7 +896,17 @@ impl Emulator for Bybit {
                 }),
                 now,
             ),
-            ("GET", "/v5/account/wallet-balance") => ok_text(&wallet_balance(account), now),
+            ("GET", "/v5/account/wallet-balance") => {
+                // The wallet depends on the canary alone: rendered once (`rendered.rs`).
+                let id = account.canary_id;
+                let text = Rendered::global().answer(id, Answer::BybitWallet, now, || {
+                    Some(envelope_split(0, "OK", &wallet_balance(account)))
+                });
+                match text {
+                    Some(body) => respond(StatusCode::OK, body),
+                    None => ok_text(&wallet_balance(account), now),
+                }
+            }
             ("GET", "/v5/asset/transfer/query-account-coins-balance") => ok(
                 json!({
                     "memberId": user_id(account.canary_id).to_string(),
@@ -1194,6 +1214,17 @@ pub(crate) mod tests {
         assert_eq!(coins[0]["marginCollateral"], true);
         // Deterministic per canary: the same text on every call.
         assert_eq!(text, wallet_balance(&account));
+        // The memoized answer is the enveloped wallet, byte for byte, at each moment.
+        for now in [1_700_000_000_000, 1_700_000_000_123] {
+            let memo = Rendered::global()
+                .answer(id, Answer::BybitWallet, now, || {
+                    Some(envelope_split(0, "OK", &wallet_balance(&account)))
+                })
+                .unwrap();
+            assert_eq!(memo, envelope(0, "OK", &text, now));
+            let v: Value = serde_json::from_str(&memo).unwrap();
+            assert_eq!(v["time"], now);
+        }
     }
 
     pub(crate) fn request(

@@ -20,6 +20,7 @@ pub mod market;
 pub mod okx;
 pub mod orders;
 pub mod recorder;
+pub mod rendered;
 pub mod stealth;
 #[cfg(test)]
 mod testkit;
