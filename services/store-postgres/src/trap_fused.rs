@@ -128,14 +128,18 @@ impl FullSources {
     }
 }
 
-/// The whole batch: unknown-key counters, canary and store incident counts, hit rows,
-/// the wake-up; then the check (the last `SELECT`), which divides by zero unless every
-/// group was counted and every hit stored.
+/// The whole batch: unknown-key counters, canary and store incident counts, hit rows;
+/// then the check (the last `SELECT`), which divides by zero unless every group was
+/// counted and every hit stored. No `pg_notify`: such a batch queues nothing for the
+/// alert workers (no incident opens or escalates, no tenant subscribes to
+/// `hit.recorded`), so a wake-up would only send every listening worker to look for work
+/// that is not there, once per batch. Unknown keys and canaries take this statement
+/// alike, so leaving it out makes no difference between them.
 const FUSED: &str = "
 WITH u AS (
     INSERT INTO unknown_sources (exchange, source, requests, distinct_keys, first_seen, last_seen)
     SELECT x.exchange, x.source, x.requests, 0, x.first_seen, x.last_seen
-    FROM unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::timestamptz[])
+    FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::timestamptz[])
         AS x(exchange, source, requests, first_seen, last_seen)
     ON CONFLICT (exchange, source) DO UPDATE SET requests = unknown_sources.requests + excluded.requests,
         last_seen = GREATEST(unknown_sources.last_seen, excluded.last_seen)
@@ -143,7 +147,7 @@ WITH u AS (
 ), c AS (
     UPDATE incidents SET hit_count = incidents.hit_count + v.hits,
         last_seen = GREATEST(incidents.last_seen, v.last_seen), last_hit_id = v.last_hit
-    FROM unnest($7::uuid[], $8::int8[], $9::timestamptz[], $10::uuid[], $11::int8[])
+    FROM unnest($6::uuid[], $7::int8[], $8::timestamptz[], $9::uuid[], $10::int8[])
         AS v(key, hits, last_seen, last_hit, max_rank)
     WHERE incidents.kind = 'canary' AND incidents.canary_id = v.key AND incidents.status <> 'resolved'
       AND (CASE incidents.severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= v.max_rank
@@ -151,7 +155,7 @@ WITH u AS (
 ), s AS (
     UPDATE incidents SET hit_count = incidents.hit_count + v.hits,
         last_seen = GREATEST(incidents.last_seen, v.last_seen), last_hit_id = v.last_hit
-    FROM unnest($12::uuid[], $13::int8[], $14::timestamptz[], $15::uuid[], $16::int8[])
+    FROM unnest($11::uuid[], $12::int8[], $13::timestamptz[], $14::uuid[], $15::int8[])
         AS v(key, hits, last_seen, last_hit, max_rank)
     WHERE incidents.kind = 'store' AND incidents.store_id = v.key AND incidents.status <> 'resolved'
       AND (CASE incidents.severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= v.max_rank
@@ -163,9 +167,9 @@ WITH u AS (
     SELECT v.id, v.tenant_id, v.canary_id, v.store_id, c.id, v.exchange, v.method, v.path, v.query,
         v.body_excerpt, v.source_ip, v.forwarded_for, v.user_agent, v.client_fingerprint,
         v.signature_state, v.action_class, v.action_params::jsonb, v.severity, v.received_at
-    FROM unnest($17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[], $21::text[], $22::text[],
-            $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[],
-            $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::timestamptz[])
+    FROM unnest($16::uuid[], $17::uuid[], $18::uuid[], $19::uuid[], $20::text[], $21::text[],
+            $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[],
+            $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::timestamptz[])
         AS v(id, tenant_id, canary_id, store_id, exchange, method, path, query, body_excerpt,
              source_ip, forwarded_for, user_agent, client_fingerprint, signature_state,
              action_class, action_params, severity, received_at)
@@ -173,8 +177,8 @@ WITH u AS (
     JOIN canaries k ON k.id = v.canary_id AND k.store_id = v.store_id
     RETURNING 1
 )
-SELECT pg_notify($1, ''), 1 / ((SELECT count(*) FROM c) = $35 AND (SELECT count(*) FROM s) = $36
-    AND (SELECT count(*) FROM h) = $37)::int";
+SELECT 1 / ((SELECT count(*) FROM c) = $34 AND (SELECT count(*) FROM s) = $35
+    AND (SELECT count(*) FROM h) = $36)::int";
 
 /// One incident kind's groups as the statement's columns.
 struct Groups {
@@ -257,7 +261,6 @@ impl PgDatabase {
         let uuid = |f: fn(&Hit) -> Uuid| hits.iter().map(|h| f(h)).collect::<Vec<_>>();
         let params: Vec<String> = hits.iter().map(|h| h.action_params.to_string()).collect();
         let done = sqlx::query(FUSED)
-            .bind(crate::webhooks::WAKE_CHANNEL)
             .bind(
                 unknown
                     .iter()
