@@ -23,6 +23,9 @@
 // once per request, boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
+use std::fmt::Write;
+
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -65,8 +68,30 @@ fn ok_text(body: String) -> Response {
 
 /// A Binance error answer: `{"code":-1022,"msg":"..."}` in that key order.
 fn err(status: StatusCode, code: i32, msg: &str) -> Response {
-    let body = format!("{{\"code\":{code},\"msg\":{}}}", Value::from(msg));
-    (status, [(header::CONTENT_TYPE, JSON_CT)], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, JSON_CT)],
+        err_body(code, msg),
+    )
+        .into_response()
+}
+
+/// [`err`]'s body, written straight out: every refused request has one (unknown keys
+/// included), and `format!` through a `Value` was a measurable part of them.
+fn err_body(code: i32, msg: &str) -> String {
+    let mut body = String::with_capacity(msg.len() + 28);
+    body.push_str("{\"code\":");
+    let _ = write!(body, "{code},\"msg\":");
+    // What serde_json escapes: quotes, backslashes and control characters.
+    if msg.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        body.push_str(&Value::from(msg).to_string());
+    } else {
+        body.push('"');
+        body.push_str(msg);
+        body.push('"');
+    }
+    body.push('}');
+    body
 }
 
 fn mandatory(name: &str) -> Response {
@@ -227,7 +252,28 @@ fn symbols_param(req: &TrapRequest) -> Result<Option<Vec<&'static Market>>, Resp
 // ---------------------------------------------------------------------------------------
 
 /// `a=1&signature=x&b=2` -> (`a=1&b=2`, first signature value).
-fn strip_signature(s: &str) -> (String, Option<String>) {
+fn strip_signature(s: &str) -> (Cow<'_, str>, Option<String>) {
+    // What every client sends: one `signature` pair, the last. The payload is then what
+    // precedes it, as the general form below would join it, without a copy.
+    const LAST: &str = "signature=";
+    if let Some(at) = s.rfind(LAST) {
+        let value = &s[at + LAST.len()..];
+        let starts_pair = at == 0 || s.as_bytes()[at - 1] == b'&';
+        if starts_pair && !value.contains('&') && !s[..at].contains("signature") {
+            let kept = &s[..at.saturating_sub(1)];
+            return (
+                Cow::Borrowed(kept),
+                Some(crate::emulator::percent_decode(value)),
+            );
+        }
+    }
+    let (kept, sig) = strip_signature_pairs(s);
+    (Cow::Owned(kept), sig)
+}
+
+/// [`strip_signature`]'s general form: every pair whose raw key is `signature` removed,
+/// the first one's value decoded.
+fn strip_signature_pairs(s: &str) -> (String, Option<String>) {
     let mut sig = None;
     let kept: Vec<&str> = s
         .split('&')
@@ -249,7 +295,8 @@ fn strip_signature(s: &str) -> (String, Option<String>) {
 /// The signed payload (query + body, signature removed) and the presented signature.
 fn signed_payload(req: &TrapRequest) -> (Vec<u8>, Option<String>) {
     let (query, qsig) = strip_signature(req.query.as_deref().unwrap_or(""));
-    let mut payload = query.into_bytes();
+    let mut payload = Vec::with_capacity(query.len() + req.body.len());
+    payload.extend_from_slice(query.as_bytes());
     let mut sig = qsig;
     match std::str::from_utf8(&req.body) {
         Ok(body) if !body.is_empty() => {
@@ -265,7 +312,12 @@ fn signed_payload(req: &TrapRequest) -> (Vec<u8>, Option<String>) {
 
 /// Why the signing parameters are unusable (Binance's own answer), if they are.
 fn signing_param_problem(req: &TrapRequest) -> Option<Response> {
-    if signed_payload(req).1.is_none() {
+    signing_problem(req, signed_payload(req).1.is_some())
+}
+
+/// [`signing_param_problem`] once the signature's presence is known.
+fn signing_problem(req: &TrapRequest, signed: bool) -> Option<Response> {
+    if !signed {
         return Some(mandatory("signature"));
     }
     let Some(ts) = non_empty(req, "timestamp") else {
@@ -333,7 +385,8 @@ fn time_rule(req: &TrapRequest, now: f64) -> Result<(), Rejection> {
 
 /// The full check at a given server time (ms): the unit tests pin the clock here.
 fn verify_at(req: &TrapRequest, creds: &Credentials, now: f64) -> SigCheck {
-    if signing_param_problem(req).is_some() {
+    let (payload, sig) = signed_payload(req);
+    if signing_problem(req, sig.is_some()).is_some() {
         return SigCheck::Missing;
     }
     // Binance checks the time window before the signature (a clock-skewed client sees
@@ -345,7 +398,6 @@ fn verify_at(req: &TrapRequest, creds: &Credentials, now: f64) -> SigCheck {
             SigCheck::Invalid(why)
         };
     }
-    let (payload, sig) = signed_payload(req);
     let Some(sig) = sig else {
         return SigCheck::Missing;
     };
@@ -1759,6 +1811,58 @@ mod tests {
             .clone();
         assert_eq!(usdt["locked"], "20.00000000");
         assert_eq!(usdt["free"], d8(held - 20.0));
+    }
+
+    #[test]
+    fn error_bodies_are_written_as_serde_json_would() {
+        for (code, msg) in [
+            (-2015, "Invalid API-key, IP, or permissions for action."),
+            (-1100, "Illegal characters found in parameter 'recvWindow'; legal range is '^[0-9]{1,20}(\\.[0-9]{1,3})?$'."),
+            (-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."),
+            (0, "a \"quoted\" \\ back\nslash \u{1} é"),
+            (7, ""),
+        ] {
+            let by_value = format!("{{\"code\":{code},\"msg\":{}}}", Value::from(msg));
+            assert_eq!(err_body(code, msg), by_value);
+        }
+    }
+
+    /// The signature's removal takes a slice when the signature is the one last pair, and
+    /// gives what the general form gives for every input.
+    #[test]
+    fn signature_stripping_fast_path_matches_the_general_form() {
+        let cases = [
+            "",
+            "signature=ab",
+            "timestamp=1&signature=ab",
+            "timestamp=1&recvWindow=5000&signature=AB%2Bcd",
+            "timestamp=1&signature=",
+            "timestamp=1&&signature=ab",
+            "signature=ab&timestamp=1",
+            "timestamp=1&signature=ab&signature=cd",
+            "signature=ab&timestamp=1&signature=cd",
+            "xsignature=ab",
+            "timestamp=1&xsignature=ab",
+            "memo=signature&signature=ab",
+            "timestamp=1&signature",
+            "timestamp=1&signature&signature=ab",
+            "a=1&b=2",
+            "signature=ab=cd",
+            "t=1&signature=é%",
+        ];
+        for q in cases {
+            let (fast, fast_sig) = strip_signature(q);
+            let (general, general_sig) = strip_signature_pairs(q);
+            assert_eq!(
+                (fast.as_ref(), &fast_sig),
+                (general.as_str(), &general_sig),
+                "{q:?}"
+            );
+        }
+        assert!(matches!(
+            strip_signature("timestamp=1&signature=ab").0,
+            Cow::Borrowed("timestamp=1")
+        ));
     }
 
     /// The memoized account (no open orders) is the rendered one, byte for byte, with the
