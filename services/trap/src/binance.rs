@@ -2302,6 +2302,19 @@ mod tests {
         crate::testkit::account(Exchange::Binance, id, creds, book)
     }
 
+    /// The account's USDT balance entry, as `/api/v3/account` answers it now.
+    async fn usdt_balance(acc: &Account<'_>) -> Value {
+        let r = req(Method::GET, "/api/v3/account", Some("timestamp=1"), b"");
+        let bal = json_of(Binance.private(&r, acc).await).await;
+        bal["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["asset"] == "USDT")
+            .unwrap()
+            .clone()
+    }
+
     #[tokio::test]
     async fn private_round_trip() {
         let id = Uuid::now_v7();
@@ -2339,20 +2352,7 @@ mod tests {
         let oid = o["orderId"].as_u64().unwrap();
 
         // The quote is now locked.
-        let bal = json_of(
-            Binance
-                .private(&p(Method::GET, "/api/v3/account", "timestamp=1"), &acc)
-                .await,
-        )
-        .await;
-        let usdt = bal["balances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["asset"] == "USDT")
-            .unwrap()
-            .clone();
-        assert_eq!(usdt["locked"], "50.00000000");
+        assert_eq!(usdt_balance(&acc).await["locked"], "50.00000000");
 
         let open = json_of(
             Binance
@@ -2404,19 +2404,7 @@ mod tests {
         assert_eq!(open, json!([]));
         // Nothing is locked any more (the account is memoized again).
         for _ in 0..2 {
-            let bal = json_of(
-                Binance
-                    .private(&p(Method::GET, "/api/v3/account", "timestamp=1"), &acc)
-                    .await,
-            )
-            .await;
-            let usdt = bal["balances"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|b| b["asset"] == "USDT")
-                .unwrap()
-                .clone();
+            let usdt = usdt_balance(&acc).await;
             assert_eq!(usdt["locked"], "0.00000000");
             assert_eq!(usdt["free"], d8(usdt_total));
         }
