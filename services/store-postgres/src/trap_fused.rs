@@ -129,6 +129,9 @@ impl FullSources {
 }
 
 /// The whole batch: unknown-key counters, canary and store incident counts, hit rows;
+/// each incident update names its keys as an index condition too (`= ANY`), so even a
+/// generic plan made while `incidents` was small reads only the batch's incidents, never
+/// every open one (docs/storage.md);
 /// then the check (the last `SELECT`), which divides by zero unless every group was
 /// counted and every hit stored. No `pg_notify`: such a batch queues nothing for the
 /// alert workers (no incident opens or escalates, no tenant subscribes to
@@ -149,7 +152,8 @@ WITH u AS (
         last_seen = GREATEST(incidents.last_seen, v.last_seen), last_hit_id = v.last_hit
     FROM unnest($6::uuid[], $7::int8[], $8::timestamptz[], $9::uuid[], $10::int8[])
         AS v(key, hits, last_seen, last_hit, max_rank)
-    WHERE incidents.kind = 'canary' AND incidents.canary_id = v.key AND incidents.status <> 'resolved'
+    WHERE incidents.kind = 'canary' AND incidents.canary_id = ANY($6) AND incidents.canary_id = v.key
+      AND incidents.status <> 'resolved'
       AND (CASE incidents.severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= v.max_rank
     RETURNING incidents.canary_id, incidents.id
 ), s AS (
@@ -157,7 +161,8 @@ WITH u AS (
         last_seen = GREATEST(incidents.last_seen, v.last_seen), last_hit_id = v.last_hit
     FROM unnest($11::uuid[], $12::int8[], $13::timestamptz[], $14::uuid[], $15::int8[])
         AS v(key, hits, last_seen, last_hit, max_rank)
-    WHERE incidents.kind = 'store' AND incidents.store_id = v.key AND incidents.status <> 'resolved'
+    WHERE incidents.kind = 'store' AND incidents.store_id = ANY($11) AND incidents.store_id = v.key
+      AND incidents.status <> 'resolved'
       AND (CASE incidents.severity WHEN 'low' THEN 0 WHEN 'high' THEN 1 ELSE 2 END) >= v.max_rank
     RETURNING 1
 ), h AS (
