@@ -252,7 +252,7 @@ fn symbols_param(req: &TrapRequest) -> Result<Option<Vec<&'static Market>>, Resp
 // ---------------------------------------------------------------------------------------
 
 /// `a=1&signature=x&b=2` -> (`a=1&b=2`, first signature value).
-fn strip_signature(s: &str) -> (Cow<'_, str>, Option<String>) {
+fn strip_signature(s: &str) -> (Cow<'_, str>, Option<Cow<'_, str>>) {
     // What every client sends: one `signature` pair, the last. The payload is then what
     // precedes it, as the general form below would join it, without a copy.
     const LAST: &str = "signature=";
@@ -263,12 +263,12 @@ fn strip_signature(s: &str) -> (Cow<'_, str>, Option<String>) {
             let kept = &s[..at.saturating_sub(1)];
             return (
                 Cow::Borrowed(kept),
-                Some(crate::emulator::percent_decode(value)),
+                Some(crate::emulator::percent_decode_cow(value)),
             );
         }
     }
     let (kept, sig) = strip_signature_pairs(s);
-    (Cow::Owned(kept), sig)
+    (Cow::Owned(kept), sig.map(Cow::Owned))
 }
 
 /// [`strip_signature`]'s general form: every pair whose raw key is `signature` removed,
@@ -293,7 +293,7 @@ fn strip_signature_pairs(s: &str) -> (String, Option<String>) {
 }
 
 /// The signed payload (query + body, signature removed) and the presented signature.
-fn signed_payload(req: &TrapRequest) -> (Vec<u8>, Option<String>) {
+fn signed_payload(req: &TrapRequest) -> (Vec<u8>, Option<Cow<'_, str>>) {
     let (query, qsig) = strip_signature(req.query.as_deref().unwrap_or(""));
     let mut payload = Vec::with_capacity(query.len() + req.body.len());
     payload.extend_from_slice(query.as_bytes());
@@ -320,7 +320,7 @@ fn signing_problem(req: &TrapRequest, signed: bool) -> Option<Response> {
     if !signed {
         return Some(mandatory("signature"));
     }
-    let Some(ts) = non_empty(req, "timestamp") else {
+    let Some(ts) = req.param_cow("timestamp").filter(|v| !v.is_empty()) else {
         return Some(mandatory("timestamp"));
     };
     if timestamp_ms(&ts).is_none() {
@@ -330,7 +330,7 @@ fn signing_problem(req: &TrapRequest, signed: bool) -> Option<Response> {
             "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'.",
         ));
     }
-    if let Some(rw) = req.param("recvWindow") {
+    if let Some(rw) = req.param_cow("recvWindow") {
         if recv_window(&rw).is_none() {
             return Some(err(
                 StatusCode::BAD_REQUEST,
@@ -369,11 +369,13 @@ fn recv_window(s: &str) -> Option<f64> {
 
 /// The time rule against `now` (ms); `Err` is the rejection.
 fn time_rule(req: &TrapRequest, now: f64) -> Result<(), Rejection> {
-    let ts = non_empty(req, "timestamp")
+    let ts = req
+        .param_cow("timestamp")
+        .filter(|v| !v.is_empty())
         .as_deref()
         .and_then(timestamp_ms)
         .ok_or(Rejection::MissingSignature)?;
-    let rw = match req.param("recvWindow") {
+    let rw = match req.param_cow("recvWindow") {
         Some(s) => recv_window(&s).ok_or(Rejection::MissingSignature)?,
         None => DEFAULT_RECV_WINDOW,
     };
@@ -403,11 +405,9 @@ fn verify_at(req: &TrapRequest, creds: &Credentials, now: f64) -> SigCheck {
     };
     // hex decoding accepts either case: Binance compares case-insensitively. Anything but
     // 64 hex digits cannot be an HMAC-SHA256 and fails like a wrong one.
-    let mut digest = [0u8; 32];
-    if hex::decode_to_slice(sig.trim(), &mut digest).is_err() {
+    let Some(sig) = crate::emulator::hex32(sig.trim()) else {
         return SigCheck::Invalid(Rejection::BadSignature);
-    }
-    let sig = digest;
+    };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(creds.api_secret.as_bytes()) else {
         return SigCheck::Invalid(Rejection::BadSignature);
     };
@@ -1545,7 +1545,8 @@ impl Emulator for Binance {
     }
 
     fn check_signature(&self, req: &TrapRequest, creds: &Credentials) -> SigCheck {
-        verify_at(req, creds, Utc::now().timestamp_millis() as f64)
+        // The server time is the request's arrival, as the exchange measures it.
+        verify_at(req, creds, req.received_at.timestamp_millis() as f64)
     }
 
     fn reject(&self, req: &TrapRequest, why: Rejection) -> Response {
@@ -1854,8 +1855,8 @@ mod tests {
             let (fast, fast_sig) = strip_signature(q);
             let (general, general_sig) = strip_signature_pairs(q);
             assert_eq!(
-                (fast.as_ref(), &fast_sig),
-                (general.as_str(), &general_sig),
+                (fast.as_ref(), fast_sig.as_deref()),
+                (general.as_str(), general_sig.as_deref()),
                 "{q:?}"
             );
         }

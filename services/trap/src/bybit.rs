@@ -37,6 +37,8 @@ use crate::rendered::{Answer, Rendered, Split};
 
 /// Bybit's default `X-BAPI-RECV-WINDOW` (ms) when the header is absent.
 const DEFAULT_RECV_WINDOW: i64 = 5000;
+/// [`DEFAULT_RECV_WINDOW`] as a client signs it.
+const DEFAULT_RECV_WINDOW_TEXT: &str = "5000";
 /// A timestamp may be at most this far (ms) ahead of the server clock.
 const MAX_AHEAD_MS: i64 = 1000;
 /// Bybit answers `application/json; charset=utf-8`.
@@ -252,7 +254,8 @@ impl Bybit {
     /// The signature check against a given server time (tests pin it).
     pub fn verify_at(&self, req: &TrapRequest, creds: &Credentials, server_ms: i64) -> SigCheck {
         let sign = req.header("X-BAPI-SIGN").map(str::trim).unwrap_or("");
-        let ts_raw = req.header("X-BAPI-TIMESTAMP").map(str::trim).unwrap_or("");
+        let ts_raw_sent = req.header("X-BAPI-TIMESTAMP").unwrap_or("");
+        let ts_raw = ts_raw_sent.trim();
         if sign.is_empty() || ts_raw.is_empty() {
             return SigCheck::Missing;
         }
@@ -271,35 +274,32 @@ impl Bybit {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         }
         // Hex, either case; anything but 64 hex digits fails like a wrong signature.
-        let mut sig = [0u8; 32];
-        if hex::decode_to_slice(sign, &mut sig).is_err() {
+        let Some(sig) = crate::emulator::hex32(sign) else {
             return SigCheck::Invalid(Rejection::BadSignature);
-        }
+        };
         // The payload exactly as received, and, for a query that an HTTP client quoted
         // after ccxt signed it unquoted, the unquoted form.
-        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(2);
-        if req.method == Method::POST {
-            payloads.push(req.body.to_vec());
+        let unescaped;
+        let (exact, quoted): (&[u8], Option<&[u8]>) = if req.method == Method::POST {
+            (&req.body, None)
         } else {
             let q = req.query.as_deref().unwrap_or("");
-            payloads.push(q.as_bytes().to_vec());
-            let u = unescape(q);
-            if u != q.as_bytes() {
-                payloads.push(u);
-            }
-        }
-        // The recvWindow as sent; without the header, Bybit's default.
-        let recv_strings: Vec<String> = match recv_header {
-            Some(s) => vec![s.to_owned()],
-            None => vec![String::new(), DEFAULT_RECV_WINDOW.to_string()],
+            unescaped = q.contains('%').then(|| unescape(q));
+            let other = unescaped.as_deref().filter(|u| *u != q.as_bytes());
+            (q.as_bytes(), other)
         };
-        for payload in &payloads {
-            for r in &recv_strings {
-                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(creds.api_secret.as_bytes())
-                else {
-                    return SigCheck::Invalid(Rejection::BadSignature);
-                };
-                mac.update(req.header("X-BAPI-TIMESTAMP").unwrap_or("").as_bytes());
+        // The recvWindow as sent; without the header, Bybit's default.
+        let recvs: [Option<&str>; 2] = match recv_header {
+            Some(s) => [Some(s), None],
+            None => [Some(""), Some(DEFAULT_RECV_WINDOW_TEXT)],
+        };
+        let Ok(keyed) = Hmac::<Sha256>::new_from_slice(creds.api_secret.as_bytes()) else {
+            return SigCheck::Invalid(Rejection::BadSignature);
+        };
+        for payload in std::iter::once(exact).chain(quoted) {
+            for r in recvs.iter().flatten() {
+                let mut mac = keyed.clone();
+                mac.update(ts_raw_sent.as_bytes());
                 mac.update(creds.api_key.as_bytes());
                 mac.update(r.as_bytes());
                 mac.update(payload);
@@ -733,7 +733,8 @@ impl Emulator for Bybit {
     }
 
     fn check_signature(&self, req: &TrapRequest, creds: &Credentials) -> SigCheck {
-        self.verify_at(req, creds, now_ms())
+        // The server time is the request's arrival, as the exchange measures it.
+        self.verify_at(req, creds, req.received_at.timestamp_millis())
     }
 
     fn reject(&self, req: &TrapRequest, why: Rejection) -> Response {
@@ -1408,6 +1409,34 @@ pub(crate) mod tests {
             &sign,
         );
         assert_eq!(Bybit.verify_at(&r, &c, TS), SigCheck::Valid);
+    }
+
+    #[test]
+    fn without_a_recv_window_header_either_signed_form_is_accepted() {
+        // Clients that send no X-BAPI-RECV-WINDOW sign either nothing or Bybit's default
+        // in its place; a query with nothing escaped is signed as sent.
+        assert_eq!(DEFAULT_RECV_WINDOW_TEXT, DEFAULT_RECV_WINDOW.to_string());
+        let q = "accountType=UNIFIED";
+        let sign = |recv: &str| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            mac.update(format!("{TS}{KEY}{recv}{q}").as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        };
+        for (recv, want) in [
+            ("", SigCheck::Valid),
+            ("5000", SigCheck::Valid),
+            ("4000", SigCheck::Invalid(Rejection::BadSignature)),
+        ] {
+            let mut r = signed(
+                Method::GET,
+                "/v5/account/wallet-balance",
+                Some(q),
+                "",
+                &sign(recv),
+            );
+            r.headers.remove("X-BAPI-RECV-WINDOW");
+            assert_eq!(Bybit.verify_at(&r, &creds(), TS), want, "recv {recv:?}");
+        }
     }
 
     #[test]

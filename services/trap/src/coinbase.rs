@@ -1542,7 +1542,8 @@ impl Emulator for Coinbase {
     }
 
     fn check_signature(&self, req: &TrapRequest, creds: &Credentials) -> SigCheck {
-        check_jwt(req, creds, Utc::now().timestamp())
+        // The server time is the request's arrival, as the exchange measures it.
+        check_jwt(req, creds, req.received_at.timestamp())
     }
 
     /// v3 (and anything outside `/v2`): authentication failures are HTTP 401 with the

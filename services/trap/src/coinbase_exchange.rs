@@ -516,7 +516,12 @@ impl Emulator for CoinbaseExchange {
     }
 
     fn check_signature(&self, req: &TrapRequest, creds: &Credentials) -> SigCheck {
-        check_at(req, creds, Utc::now().timestamp_millis() as f64 / 1000.0)
+        // The server time is the request's arrival, as the exchange measures it.
+        check_at(
+            req,
+            creds,
+            req.received_at.timestamp_millis() as f64 / 1000.0,
+        )
     }
 
     /// The 401 messages are those of exchanges.md §4 (also in ccxt's exception table).

@@ -7,6 +7,7 @@
 //! the group commit, and only then answer. An emulator is the exchange-specific part:
 //! where the key is, how the signature is computed, what the exchange answers.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use axum::body::Bytes;
@@ -65,6 +66,11 @@ impl TrapRequest {
     /// Equal to the first match in `query_params()` then `form_params()`, without
     /// decoding every pair (emulators ask for several parameters per request).
     pub fn param(&self, name: &str) -> Option<String> {
+        self.param_cow(name).map(Cow::into_owned)
+    }
+
+    /// [`param`](Self::param), borrowing the value when it needs no decoding.
+    pub fn param_cow(&self, name: &str) -> Option<Cow<'_, str>> {
         let query = self.query.as_deref().unwrap_or("");
         let body = std::str::from_utf8(&self.body).unwrap_or("");
         find_pair(query, name).or_else(|| find_pair(body, name))
@@ -84,23 +90,27 @@ pub fn form_pairs(s: &str) -> Vec<(String, String)> {
 
 /// The decoded value of the first pair of `s` (as [`form_pairs`] splits it) whose decoded
 /// key is `name`.
-fn find_pair(s: &str, name: &str) -> Option<String> {
+fn find_pair<'a>(s: &'a str, name: &str) -> Option<Cow<'a, str>> {
     s.split('&').filter(|p| !p.is_empty()).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        let same = if k.bytes().any(|b| b == b'%' || b == b'+') {
-            percent_decode(k) == name
-        } else {
-            k == name
-        };
-        same.then(|| percent_decode(v))
+        (percent_decode_cow(k) == name).then(|| percent_decode_cow(v))
     })
 }
 
 pub fn percent_decode(s: &str) -> String {
+    percent_decode_cow(s).into_owned()
+}
+
+/// [`percent_decode`], borrowing `s` when it holds nothing to decode (no `%`, no `+`):
+/// what every signing client sends for timestamps, windows and signatures.
+pub fn percent_decode_cow(s: &str) -> Cow<'_, str> {
     fn hex(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
     let b = s.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -117,7 +127,46 @@ pub fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Valid UTF-8 (the usual case) is taken as it is; anything else gets U+FFFD.
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
+}
+
+/// Exactly 64 hex digits (either case) as 32 bytes: an HMAC-SHA256 signature as Binance
+/// and Bybit send it. `None` for anything else, like `hex::decode_to_slice`, through a
+/// table and without stopping early at a bad digit.
+pub fn hex32(s: &str) -> Option<[u8; 32]> {
+    const fn table() -> [u8; 256] {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    }
+    static HEX: [u8; 256] = table();
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    // Every digit is below 16; the table's 0xff marks anything else.
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// Why a request is refused. Each emulator answers each with the exchange's own bytes.
@@ -390,6 +439,113 @@ impl OrderBook for MemoryOrderBook {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn hex32_decodes_like_the_hex_crate() {
+        let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            rng_state
+        };
+        let good = hex::encode((0..32).map(|i| (i * 37 + 11) as u8).collect::<Vec<_>>());
+        let mut cases = vec![
+            good.clone(),
+            good.to_ascii_uppercase(),
+            String::new(),
+            good[..62].to_string(),
+            format!("{good}00"),
+            format!(" {}", &good[1..]),
+        ];
+        // Every ASCII character at every position, and random mixes of hex and not.
+        for pos in 0..64 {
+            for c in 0u8..128 {
+                let mut b = good.clone().into_bytes();
+                b[pos] = c;
+                cases.push(String::from_utf8(b).expect("ASCII"));
+            }
+        }
+        let alphabet = b"0123456789abcdefABCDEFgxG /%+";
+        for _ in 0..2_000 {
+            let s: String = (0..64)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                .collect();
+            cases.push(s);
+        }
+        cases.push(format!("{}\u{e9}", &good[..62]));
+        for s in &cases {
+            let mut want = [0u8; 32];
+            let want = hex::decode_to_slice(s, &mut want).ok().map(|()| want);
+            assert_eq!(hex32(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_borrows_only_what_needs_no_decoding() {
+        // The form before the borrowing fast path.
+        fn general(s: &str) -> String {
+            let b = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'+' => out.push(b' '),
+                    b'%' if i + 2 < b.len() => {
+                        match (
+                            (b[i + 1] as char).to_digit(16),
+                            (b[i + 2] as char).to_digit(16),
+                        ) {
+                            (Some(h), Some(l)) => {
+                                out.push((h << 4 | l) as u8);
+                                i += 2;
+                            }
+                            _ => out.push(b'%'),
+                        }
+                    }
+                    c => out.push(c),
+                }
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        for s in [
+            "1717171717171",
+            "a+b",
+            "a%20b",
+            "%e2%82%ac",
+            "%ff%fe",
+            "%zz",
+            "100%",
+            "%4",
+            "",
+            "caf\u{e9}",
+        ] {
+            let got = percent_decode_cow(s);
+            assert_eq!(got, general(s), "{s:?}");
+            assert_eq!(percent_decode(s), general(s), "{s:?}");
+            let borrowed = matches!(got, Cow::Borrowed(_));
+            assert_eq!(borrowed, !s.contains(['%', '+']), "{s:?}");
+        }
+        let r = TrapRequest {
+            exchange: Exchange::Binance,
+            method: Method::GET,
+            path: "/api/v3/account".into(),
+            full_path: "/binance/api/v3/account".into(),
+            query: Some("timestamp=17&recv%57indow=5000&x=a+b".into()),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"timestamp=99&y=1"),
+            host: String::new(),
+            source_ip: IpAddr::from([127, 0, 0, 1]),
+            received_at: Utc::now(),
+        };
+        assert_eq!(r.param_cow("timestamp").as_deref(), Some("17"));
+        assert_eq!(r.param_cow("recvWindow").as_deref(), Some("5000"));
+        assert_eq!(r.param_cow("x").as_deref(), Some("a b"));
+        assert_eq!(r.param_cow("y").as_deref(), Some("1"));
+        assert_eq!(r.param("x"), Some("a b".to_string()));
+        assert_eq!(r.param_cow("z"), None);
+    }
 
     #[test]
     fn evidence_params_are_printable_and_bounded() {

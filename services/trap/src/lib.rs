@@ -267,11 +267,27 @@ fn source_key(ip: IpAddr) -> String {
             let s = v.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        IpAddr::V6(v) => v
-            .to_ipv4_mapped()
-            .map_or(ip.to_string(), |v4| v4.to_string()),
-        v4 => v4.to_string(),
+        IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip.to_string(), ipv4_text),
+        IpAddr::V4(v4) => ipv4_text(v4),
     }
+}
+
+/// An IPv4 address in dotted decimal, as `to_string` writes it, without the formatter.
+fn ipv4_text(v4: std::net::Ipv4Addr) -> String {
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// What identifies the client software (ccxt's markers, see exchanges.md §0).
@@ -308,6 +324,21 @@ fn pseudo_id(digest: &[u8; 32]) -> Uuid {
 }
 
 fn key_hint(key: &str) -> String {
+    // The usual key: printable ASCII, longer than 8. Its hint is its first and last four
+    // bytes, as the general form below gives it.
+    let b = key.as_bytes();
+    if b.len() > 8 && b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        let mut out = String::with_capacity(11);
+        out.push_str(&key[..4]);
+        out.push_str("...");
+        out.push_str(&key[key.len() - 4..]);
+        return out;
+    }
+    key_hint_chars(key)
+}
+
+/// [`key_hint`] for any text, a char at a time.
+fn key_hint_chars(key: &str) -> String {
     let n = key.chars().count();
     if n <= 8 {
         return "*".repeat(n);
@@ -349,18 +380,27 @@ async fn read_request(
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    let host_name = host
-        .rsplit_once(':')
-        .map_or(host.as_str(), |(h, _)| h)
-        .to_ascii_lowercase();
+    // The host map is consulted only when there is one (the path prefix otherwise).
+    let mapped = (!st.config.hosts.is_empty())
+        .then(|| {
+            let host_name = host
+                .rsplit_once(':')
+                .map_or(host.as_str(), |(h, _)| h)
+                .to_ascii_lowercase();
+            st.config.hosts.get(&host_name).copied()
+        })
+        .flatten();
     let full_path = parts.uri.path().to_string();
-    let (exchange, path) = match st.config.hosts.get(&host_name) {
-        Some(x) => (*x, full_path.clone()),
+    let (exchange, path) = match mapped {
+        Some(x) => (x, full_path.clone()),
         None => {
             let rest = full_path.trim_start_matches('/');
             let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
             let x = first.parse::<Exchange>().map_err(|_| plain_not_found())?;
-            (x, format!("/{tail}"))
+            let mut path = String::with_capacity(tail.len() + 1);
+            path.push('/');
+            path.push_str(tail);
+            (x, path)
         }
     };
     let emu = st
@@ -798,6 +838,18 @@ mod tests {
                 );
             }
             assert_eq!(key_hint(s), hint_slow(s), "key_hint({s:?})");
+        }
+        for octets in [
+            [0, 0, 0, 0],
+            [127, 0, 0, 1],
+            [9, 10, 99, 100],
+            [199, 200, 249, 255],
+            [1, 20, 101, 110],
+        ] {
+            let v4 = std::net::Ipv4Addr::from(octets);
+            assert_eq!(ipv4_text(v4), v4.to_string());
+            assert_eq!(source_key(IpAddr::V4(v4)), v4.to_string());
+            assert_eq!(source_key(IpAddr::V6(v4.to_ipv6_mapped())), v4.to_string());
         }
     }
 }
