@@ -55,6 +55,40 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let make = move |peer: SocketAddr| {
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            },
+        );
+        TowerToHyperService::new(svc)
+    };
+    serve_with(listener, make, limits, shutdown).await
+}
+
+/// [`serve`] for any hyper service: `make` gives each connection its service, from the
+/// connection's socket peer (the trap's listener serves `keytrap_trap::serve_request`
+/// this way, without axum's routing layers).
+pub async fn serve_with<M, S, B>(
+    listener: TcpListener,
+    make: M,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -88,15 +122,8 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = tower::ServiceExt::map_request(
-            app.clone(),
-            move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            },
-        );
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .serve_connection_with_upgrades(TokioIo::new(stream), make(peer))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

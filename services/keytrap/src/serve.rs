@@ -284,10 +284,21 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         );
         tracing::info!(exchanges = ?trap.exchanges(), "trap emulators");
         trap_state = Some(trap.clone());
-        let app = keytrap_trap::router(trap);
+        // Every connection's service answers through the trap's one request path.
+        let make = move |peer: std::net::SocketAddr| {
+            let trap = trap.clone();
+            hyper::service::service_fn(move |req| {
+                let trap = trap.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        keytrap_trap::serve_request(trap, peer, req).await,
+                    )
+                }
+            })
+        };
         let (rx, limits) = (stop_rx.clone(), cfg.http);
         tasks.spawn(async move {
-            crate::http::serve(listener, app, limits, wait_stop(rx))
+            crate::http::serve_with(listener, make, limits, wait_stop(rx))
                 .await
                 .context("trap server failed")
         });

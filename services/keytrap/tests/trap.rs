@@ -68,7 +68,16 @@ async fn kraken_nonces(extra: &[(&str, &str)]) {
     };
     let answer = |r: reqwest::Response| async move { r.json::<Value>().await.unwrap() };
     let n = 1_764_000_000_000u64;
-    let first = answer(post(n).send().await.unwrap()).await;
+    // The first request names a client behind the peer: believed only from a trusted
+    // proxy, and kept as evidence either way.
+    let first = answer(
+        post(n)
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(first["error"], json!([]), "{first}");
     assert!(first["result"].is_object(), "{first}");
     // The same request again (a replay) and an older nonce: refused as Kraken does.
@@ -100,6 +109,30 @@ async fn kraken_nonces(extra: &[(&str, &str)]) {
     let mut sorted = states.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, ["invalid", "invalid", "valid", "valid"], "{hits}");
+    // The source is the socket peer as the trap listener saw it, or the forwarded client
+    // when that peer is a trusted proxy.
+    let trusted = extra.iter().any(|(k, _)| *k == "KEYTRAP_TRUSTED_PROXIES");
+    let mut sources: Vec<(&str, Option<&str>)> = hits["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["source_ip"].as_str().unwrap(),
+                h["forwarded_for"].as_str(),
+            )
+        })
+        .collect();
+    sources.sort_unstable();
+    let forwarded_from = if trusted { "203.0.113.7" } else { "127.0.0.1" };
+    let mut want = vec![
+        ("127.0.0.1", None),
+        ("127.0.0.1", None),
+        ("127.0.0.1", None),
+        (forwarded_from, Some("203.0.113.7")),
+    ];
+    want.sort_unstable();
+    assert_eq!(sources, want, "{hits}");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -107,6 +140,11 @@ async fn kraken_nonces(extra: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_kraken_nonce_must_increase() {
     kraken_nonces(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_behind_a_trusted_proxy_the_forwarded_client_is_the_source() {
+    kraken_nonces(&[("KEYTRAP_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -986,7 +986,8 @@ impl Emulator for Kucoin {
         let Ok(ts_ms) = ts.trim().parse::<i64>() else {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         };
-        if Utc::now().timestamp_millis().abs_diff(ts_ms) > WINDOW_MS.unsigned_abs() {
+        // The window is measured at the request's arrival, as the exchange measures it.
+        if req.received_at.timestamp_millis().abs_diff(ts_ms) > WINDOW_MS.unsigned_abs() {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         }
         let Some(expected_pass) = creds.passphrase.as_deref() else {

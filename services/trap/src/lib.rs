@@ -208,9 +208,24 @@ fn registry() -> Vec<Arc<dyn Emulator>> {
     ]
 }
 
-/// The trap router: every path goes through [`handle`].
+/// The trap router: every path goes through [`handle`]. The socket peer comes from
+/// axum's `ConnectInfo` (127.0.0.1 without it, as in tests that call the router
+/// directly).
 pub fn router(state: Arc<TrapState>) -> Router {
     Router::new().fallback(handle).with_state(state)
+}
+
+/// The trap as a plain service of one connection, for the trap listener: what
+/// [`router`] does, without axum's routing layers (a boxed service clone, a boxed
+/// future and the peer's extension per request, about 4% of the runtime worker under
+/// unknown-key load; docs/benchmarks.md, session 15). `peer` is the connection's socket
+/// peer.
+pub async fn serve_request<B>(st: Arc<TrapState>, peer: SocketAddr, req: Request<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    respond(&st, peer.ip(), req.map(Body::new)).await
 }
 
 fn plain_not_found() -> Response {
@@ -366,12 +381,9 @@ fn severity(sig: SignatureState, action: ActionClass) -> keytrap_store::Severity
 /// Reads the request within bounds and decides which exchange it is for.
 async fn read_request(
     st: &TrapState,
+    peer: IpAddr,
     req: Request,
 ) -> Result<(TrapRequest, Arc<dyn Emulator>), Response> {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
     let (parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -445,9 +457,18 @@ struct Pace {
 /// Answers a trap request. The hold comes last, after the answer is built, so that
 /// whatever a canary's answer costs after its commit is inside the equalised time too.
 async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    respond(&st, peer, req).await
+}
+
+/// [`handle`] with the socket peer known.
+async fn respond(st: &Arc<TrapState>, peer: IpAddr, req: Request<Body>) -> Response {
     let started = Instant::now();
     let mut pace = Pace::default();
-    let resp = answer(&st, req, &mut pace).await;
+    let resp = answer(st, peer, req, &mut pace).await;
     if pace.alone {
         let took = started.elapsed();
         // The deadline comes from the floor as it was before this request: were a canary's
@@ -475,8 +496,13 @@ async fn handle(State(st): State<Arc<TrapState>>, req: Request<Body>) -> Respons
     resp
 }
 
-async fn answer(st: &Arc<TrapState>, req: Request<Body>, pace: &mut Pace) -> Response {
-    let (req, emu) = match read_request(st, req).await {
+async fn answer(
+    st: &Arc<TrapState>,
+    peer: IpAddr,
+    req: Request<Body>,
+    pace: &mut Pace,
+) -> Response {
+    let (req, emu) = match read_request(st, peer, req).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };

@@ -1014,7 +1014,9 @@ impl Emulator for Okx {
         let Ok(at) = DateTime::parse_from_rfc3339(ts.trim()) else {
             return SigCheck::Invalid(Rejection::StaleTimestamp);
         };
-        if Utc::now()
+        // The window is measured at the request's arrival, as the exchange measures it.
+        if req
+            .received_at
             .timestamp_millis()
             .abs_diff(at.timestamp_millis())
             > WINDOW_MS.unsigned_abs()
