@@ -219,8 +219,8 @@ fn params(req: &TrapRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-fn non_empty(req: &TrapRequest, name: &str) -> Option<String> {
-    req.param(name).filter(|v| !v.is_empty())
+fn non_empty<'a>(req: &'a TrapRequest, name: &str) -> Option<Cow<'a, str>> {
+    req.param_cow(name).filter(|v| !v.is_empty())
 }
 
 /// `symbol=X` or `symbols=["X","Y"]`, each checked; `Err` is Binance's answer.
@@ -320,7 +320,7 @@ fn signing_problem(req: &TrapRequest, signed: bool) -> Option<Response> {
     if !signed {
         return Some(mandatory("signature"));
     }
-    let Some(ts) = req.param_cow("timestamp").filter(|v| !v.is_empty()) else {
+    let Some(ts) = non_empty(req, "timestamp") else {
         return Some(mandatory("timestamp"));
     };
     if timestamp_ms(&ts).is_none() {
@@ -369,9 +369,7 @@ fn recv_window(s: &str) -> Option<f64> {
 
 /// The time rule against `now` (ms); `Err` is the rejection.
 fn time_rule(req: &TrapRequest, now: f64) -> Result<(), Rejection> {
-    let ts = req
-        .param_cow("timestamp")
-        .filter(|v| !v.is_empty())
+    let ts = non_empty(req, "timestamp")
         .as_deref()
         .and_then(timestamp_ms)
         .ok_or(Rejection::MissingSignature)?;
@@ -1087,12 +1085,12 @@ impl Binance {
         let Some(otype) = non_empty(req, "type") else {
             return mandatory("type");
         };
-        let is_limit = matches!(otype.as_str(), "LIMIT" | "LIMIT_MAKER");
+        let is_limit = matches!(otype.as_ref(), "LIMIT" | "LIMIT_MAKER");
         if !is_limit && otype != "MARKET" {
             // Stop and take-profit orders: accepted as a limit-like order at `price`
             // would misreport them; Binance accepts them, the trap keeps it simple.
             if !matches!(
-                otype.as_str(),
+                otype.as_ref(),
                 "STOP_LOSS" | "STOP_LOSS_LIMIT" | "TAKE_PROFIT" | "TAKE_PROFIT_LIMIT"
             ) {
                 return err(StatusCode::BAD_REQUEST, -1116, "Invalid orderType.");
@@ -1178,12 +1176,14 @@ impl Binance {
             return ok(json!({}));
         }
         let now = acc.now;
-        let client_id = non_empty(req, "newClientOrderId").unwrap_or_else(|| {
-            generated_client_id(&[
-                acc.canary_id.as_bytes(),
-                &now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes(),
-            ])
-        });
+        let client_id = non_empty(req, "newClientOrderId")
+            .map(Cow::into_owned)
+            .unwrap_or_else(|| {
+                generated_client_id(&[
+                    acc.canary_id.as_bytes(),
+                    &now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes(),
+                ])
+            });
         // Binance ids grow with time; unique per canary per millisecond, bumped on clash.
         let since_2025 = (now.timestamp_millis() - 1_735_689_600_000).max(0) as u64;
         let mut id = market::numeric_order_id(acc.canary_id, since_2025);
@@ -1258,6 +1258,7 @@ impl Binance {
         match acc.orders.cancel(&o.order_id).await {
             Ok(Some(c)) => {
                 let new_id = non_empty(req, "newClientOrderId")
+                    .map(Cow::into_owned)
                     .unwrap_or_else(|| generated_client_id(&[o.order_id.as_bytes(), b"cancel"]));
                 ok(cancelled_json(&c, &new_id, acc.now.timestamp_millis()))
             }

@@ -282,7 +282,7 @@ fn source_key(ip: IpAddr) -> String {
             let s = v.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip.to_string(), ipv4_text),
+        IpAddr::V6(v) => v.to_ipv4_mapped().map_or_else(|| ip.to_string(), ipv4_text),
         IpAddr::V4(v4) => ipv4_text(v4),
     }
 }
