@@ -70,7 +70,16 @@ struct Child {
 
 impl Child {
     fn spawn(args: &[&str]) -> anyhow::Result<Child> {
-        let child = tokio::process::Command::new(std::env::current_exe()?)
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        // For experiments: the trap server's runtime workers alone (the baseline and the
+        // load generator keep their default runtimes).
+        if let (Some("serve"), Some(n)) = (
+            args.first().copied(),
+            std::env::var_os("KEYTRAP_BENCH_SERVE_WORKERS"),
+        ) {
+            cmd.env("TOKIO_WORKER_THREADS", n);
+        }
+        let child = cmd
             .args(args)
             .env("KEYTRAP_LOG", "warn")
             .stdout(Stdio::null())
@@ -329,6 +338,9 @@ async fn run_backend(
     }
     wait_tcp(trap).await?;
 
+    // PostgreSQL's checkpoints are counted around each run: one in a run slows commits
+    // for a while (full-page images in the WAL), which shows in the tail latencies.
+    let pg = (backend == "postgres").then_some(db_url);
     let creds = mint(&http, &api, args.canaries).await?;
     let rss = RssSampler::start(child.pid);
     let plan = |creds: &Arc<Vec<Cred>>, expect, connections, rate: Option<f64>| Plan {
@@ -352,9 +364,9 @@ async fn run_backend(
         (&mut valid, &creds, Expect::Valid),
     ] {
         for &connections in &args.connections {
-            let before = Commits::read(&http, &metrics).await?;
+            let before = Commits::read(&http, &metrics, pg).await?;
             let m = measure(child.pid, plan(set, expect, connections, None)).await?;
-            let after = Commits::read(&http, &metrics).await?;
+            let after = Commits::read(&http, &metrics, pg).await?;
             runs.push((connections, m, after.minus(&before)));
         }
     }
@@ -364,7 +376,7 @@ async fn run_backend(
     // The open loop at a fraction of the canary peak, over as many connections as the
     // peak took (latency counts from each request's scheduled time).
     let target_rate = valid_peak.report.rate() * args.rate_fraction;
-    let before = Commits::read(&http, &metrics).await?;
+    let before = Commits::read(&http, &metrics, pg).await?;
     let open = measure(
         child.pid,
         plan(
@@ -375,7 +387,7 @@ async fn run_backend(
         ),
     )
     .await?;
-    let open_commits = Commits::read(&http, &metrics).await?.minus(&before);
+    let open_commits = Commits::read(&http, &metrics, pg).await?.minus(&before);
     let peak_rss = rss.finish().await;
     let hwm = status_kb(child.pid, "VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0);
 
@@ -453,10 +465,31 @@ struct Commits {
     within_20ms: f64,
     /// The idle floor answers that commit alone are held to (timing stealth), seconds.
     idle_floor: f64,
+    /// PostgreSQL checkpoints so far (cluster-wide), when the backend is PostgreSQL and
+    /// its statistics could be read.
+    pg_checkpoints: Option<i64>,
+}
+
+/// Checkpoints the PostgreSQL cluster has made (timed and requested), from
+/// `pg_stat_checkpointer` (PostgreSQL 17+) or `pg_stat_bgwriter`; `None` if neither
+/// can be read.
+async fn pg_checkpoints(url: &str) -> Option<i64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    for sql in [
+        "SELECT (num_timed + num_requested)::int8 FROM pg_stat_checkpointer",
+        "SELECT (checkpoints_timed + checkpoints_req)::int8 FROM pg_stat_bgwriter",
+    ] {
+        if let Ok(n) = sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await {
+            let _ = conn.close().await;
+            return Some(n);
+        }
+    }
+    None
 }
 
 impl Commits {
-    async fn read(http: &reqwest::Client, url: &str) -> anyhow::Result<Commits> {
+    async fn read(http: &reqwest::Client, url: &str, pg: Option<&str>) -> anyhow::Result<Commits> {
         let text = http
             .get(url)
             .send()
@@ -480,6 +513,10 @@ impl Commits {
             within_5ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.005\"}")?,
             within_20ms: value("keytrap_trap_commit_duration_seconds_bucket{le=\"0.02\"}")?,
             idle_floor: value("keytrap_trap_idle_floor_seconds")?,
+            pg_checkpoints: match pg {
+                Some(u) => pg_checkpoints(u).await,
+                None => None,
+            },
         })
     }
 
@@ -493,6 +530,10 @@ impl Commits {
             within_5ms: self.within_5ms - before.within_5ms,
             within_20ms: self.within_20ms - before.within_20ms,
             idle_floor: self.idle_floor,
+            pg_checkpoints: self
+                .pg_checkpoints
+                .zip(before.pg_checkpoints)
+                .map(|(a, b)| a - b),
         }
     }
 
@@ -515,6 +556,9 @@ impl Commits {
             timed - self.within_20ms,
             self.idle_floor * 1e3,
         );
+        if let Some(n) = self.pg_checkpoints {
+            println!("      PostgreSQL checkpoints during the run: {n}");
+        }
     }
 }
 
