@@ -465,22 +465,27 @@ struct Commits {
     within_20ms: f64,
     /// The idle floor answers that commit alone are held to (timing stealth), seconds.
     idle_floor: f64,
-    /// PostgreSQL checkpoints so far (cluster-wide), when the backend is PostgreSQL and
-    /// its statistics could be read.
-    pg_checkpoints: Option<i64>,
+    /// PostgreSQL's checkpoints so far and the buffers they wrote (cluster-wide), when
+    /// the backend is PostgreSQL and its statistics could be read.
+    pg_checkpoints: Option<(i64, i64)>,
 }
 
-/// Checkpoints the PostgreSQL cluster has made (timed and requested), from
-/// `pg_stat_checkpointer` (PostgreSQL 17+) or `pg_stat_bgwriter`; `None` if neither
-/// can be read.
-async fn pg_checkpoints(url: &str) -> Option<i64> {
+/// Checkpoints the PostgreSQL cluster has started (timed and requested) and the buffers
+/// checkpoints have written, from `pg_stat_checkpointer` (PostgreSQL 17+) or
+/// `pg_stat_bgwriter`; `None` if neither can be read. A checkpoint spreads its writes
+/// over minutes (`checkpoint_completion_target`), so buffers written during a run show
+/// one in progress even when none started in it.
+async fn pg_checkpoints(url: &str) -> Option<(i64, i64)> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
     for sql in [
-        "SELECT (num_timed + num_requested)::int8 FROM pg_stat_checkpointer",
-        "SELECT (checkpoints_timed + checkpoints_req)::int8 FROM pg_stat_bgwriter",
+        "SELECT (num_timed + num_requested)::int8, buffers_written::int8 FROM pg_stat_checkpointer",
+        "SELECT (checkpoints_timed + checkpoints_req)::int8, buffers_checkpoint::int8 FROM pg_stat_bgwriter",
     ] {
-        if let Ok(n) = sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await {
+        if let Ok(n) = sqlx::query_as::<_, (i64, i64)>(sql)
+            .fetch_one(&mut conn)
+            .await
+        {
             let _ = conn.close().await;
             return Some(n);
         }
@@ -533,7 +538,7 @@ impl Commits {
             pg_checkpoints: self
                 .pg_checkpoints
                 .zip(before.pg_checkpoints)
-                .map(|(a, b)| a - b),
+                .map(|((n, w), (n0, w0))| (n - n0, w - w0)),
         }
     }
 
@@ -556,8 +561,11 @@ impl Commits {
             timed - self.within_20ms,
             self.idle_floor * 1e3,
         );
-        if let Some(n) = self.pg_checkpoints {
-            println!("      PostgreSQL checkpoints during the run: {n}");
+        if let Some((started, written)) = self.pg_checkpoints {
+            println!(
+                "      PostgreSQL during the run: {started} checkpoints started, {written} \
+                 buffers written by checkpoints"
+            );
         }
     }
 }
