@@ -338,8 +338,8 @@ async fn run_backend(
     }
     wait_tcp(trap).await?;
 
-    // PostgreSQL's checkpoints are counted around each run: one in a run slows commits
-    // for a while (full-page images in the WAL), which shows in the tail latencies.
+    // PostgreSQL's checkpoint activity is read around each run, so that slow commits
+    // and latency tails can be checked against it (docs/benchmarks.md, session 16).
     let pg = (backend == "postgres").then_some(db_url);
     let creds = mint(&http, &api, args.canaries).await?;
     let rss = RssSampler::start(child.pid);
