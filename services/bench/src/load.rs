@@ -5,7 +5,11 @@
 //! Two modes: closed loop (each connection sends its next request as soon as the answer
 //! is in: maximum throughput) and open loop (requests scheduled at a fixed rate; each
 //! latency runs from the request's scheduled time, so a stalled server is not hidden by
-//! the client waiting for it).
+//! the client waiting for it). The open loop waits for each slot on tokio's timer, which
+//! fires on whole milliseconds: requests go out about 1 ms after their scheduled time,
+//! and that is inside every latency (the report keeps how late each was sent). A thread
+//! releasing slots after a precise sleep cost the client more CPU than it took off the
+//! latency on two cores (docs/benchmarks.md, session 17).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,6 +155,13 @@ pub struct Report {
     pub completed: u64,
     /// Latency of every measured request, microseconds, sorted.
     pub latencies_us: Vec<u32>,
+    /// Open loop only: how late each request was sent after its scheduled time (timer
+    /// slack, and the generator's own threads waiting for a core), microseconds, sorted.
+    /// It is inside [`latencies_us`](Self::latencies_us), which counts from the schedule.
+    pub late_us: Vec<u32>,
+    /// Open loop only: each request's latency from the moment it was actually sent,
+    /// microseconds, sorted (what the server and the network took).
+    pub from_send_us: Vec<u32>,
     /// Measured window, seconds.
     pub secs: f64,
     /// Mean response body size, bytes.
@@ -165,12 +176,17 @@ impl Report {
 
     /// The q-quantile latency in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
-        f64::from(self.latencies_us[i.min(self.latencies_us.len() - 1)]) / 1000.0
+        quantile_ms(&self.latencies_us, q)
     }
+}
+
+/// The q-quantile of sorted microseconds, in milliseconds (NaN when empty).
+pub fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted_us[i.min(sorted_us.len() - 1)]) / 1000.0
 }
 
 #[derive(Default)]
@@ -181,6 +197,8 @@ struct Worker {
     ok_total: u64,
     completed: u64,
     lat: Vec<u32>,
+    late: Vec<u32>,
+    from_send: Vec<u32>,
     body_bytes: u64,
 }
 
@@ -254,9 +272,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                 let cred = &plan.creds[i % n];
                 i += plan.connections;
                 let req = cred.request(&host)?;
-                let sent = scheduled.unwrap_or_else(Instant::now);
+                let actual = Instant::now();
+                let sent = scheduled.unwrap_or(actual);
                 let res = exchange(&mut sender, req).await;
                 let done = Instant::now();
+                let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
                 st.completed += 1;
                 let measured = scheduled.is_some() || (done >= start && done <= end);
                 match res {
@@ -266,8 +286,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                         if measured {
                             st.count += 1;
                             st.body_bytes += body.len() as u64;
-                            let us = done.duration_since(sent).as_micros();
-                            st.lat.push(u32::try_from(us).unwrap_or(u32::MAX));
+                            st.lat.push(us(done.duration_since(sent)));
+                            if scheduled.is_some() {
+                                st.late.push(us(actual.duration_since(sent)));
+                                st.from_send.push(us(done.duration_since(actual)));
+                            }
                             if !good {
                                 let text = String::from_utf8_lossy(&body[..body.len().min(200)])
                                     .into_owned();
@@ -298,6 +321,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         report.completed += w.completed;
         body_bytes += w.body_bytes;
         report.latencies_us.extend(w.lat);
+        report.late_us.extend(w.late);
+        report.from_send_us.extend(w.from_send);
         for s in w.samples {
             if report.error_samples.len() < 5 {
                 report.error_samples.push(s);
@@ -310,6 +335,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         Some(_) => t0.elapsed().as_secs_f64().max(plan.duration.as_secs_f64()),
     };
     report.latencies_us.sort_unstable();
+    report.late_us.sort_unstable();
+    report.from_send_us.sort_unstable();
     report.mean_body = body_bytes as f64 / report.count.max(1) as f64;
     Ok(report)
 }
@@ -331,6 +358,16 @@ mod tests {
             c.sign("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"),
             "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
         );
+    }
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let us: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(quantile_ms(&us, 0.0), 1.0);
+        assert_eq!(quantile_ms(&us, 0.5), 51.0);
+        assert_eq!(quantile_ms(&us, 0.99), 99.0);
+        assert_eq!(quantile_ms(&us, 1.0), 100.0);
+        assert!(quantile_ms(&[], 0.5).is_nan());
     }
 
     #[test]

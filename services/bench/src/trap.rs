@@ -5,7 +5,9 @@
 //! its own): the baseline (a bare axum handler returning a small JSON), and the real
 //! `keytrap serve` (API + trap roles) on a fresh database per backend. The load
 //! generator (this process) signs every request on the fly with credentials it got from
-//! `POST /v1/canaries` (or random well-formed keys for the unknown-key case).
+//! `POST /v1/canaries` (or random well-formed keys for the unknown-key case). The
+//! baseline is measured again before each backend's trap runs, and that backend's
+//! ratios are to it (the host's speed drifts over minutes).
 //!
 //! Every closed loop runs at each of the `--connections` levels, and each server's peak
 //! over them is its throughput: the bare handler is CPU-bound from the lowest level on,
@@ -222,6 +224,42 @@ fn unknown_creds(n: usize) -> anyhow::Result<Arc<Vec<Cred>>> {
     Ok(Arc::new(v))
 }
 
+/// The bare handler at every connection level, printed; returns its peak (req/s).
+async fn baseline(args: &TrapArgs, unknown: &Arc<Vec<Cred>>) -> anyhow::Result<f64> {
+    // The same signed requests (so the client does the same work) against a bare handler.
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let child = Child::spawn(&["baseline-serve", &addr.to_string()])?;
+    wait_tcp(addr).await?;
+    let rss = RssSampler::start(child.pid);
+    let mut base = Vec::new();
+    for &connections in &args.connections {
+        let plan = Plan {
+            addr,
+            creds: unknown.clone(),
+            expect: Expect::Ok200,
+            connections,
+            warmup: args.warmup,
+            duration: args.duration,
+            rate: None,
+        };
+        base.push((connections, measure(child.pid, plan).await?));
+    }
+    let base_rss = rss.finish().await;
+    child.stop().await;
+    println!("baseline (bare axum handler, peak RSS {base_rss:.1} MB):");
+    for (connections, m) in &base {
+        line(&format!("closed loop, {connections} conns"), m, None);
+    }
+    let (base_conns, base_peak) = &base[peak_index(base.iter().map(|(_, m)| m.report.rate()))];
+    let base_rate = base_peak.report.rate();
+    println!(
+        "  peak: {base_rate:.0} req/s at {base_conns} connections: the baseline of the ratios \
+         of the trap run that follows"
+    );
+    Ok(base_rate)
+}
+
 /// Runs the whole benchmark.
 pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
     println!("keytrap-bench trap");
@@ -258,39 +296,11 @@ pub async fn run(args: TrapArgs) -> anyhow::Result<()> {
     );
     let unknown = unknown_creds(args.unknown_keys)?;
 
-    // Baseline: the same signed requests (so the client does the same work) against a
-    // bare handler.
-    let port = free_port()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let child = Child::spawn(&["baseline-serve", &addr.to_string()])?;
-    wait_tcp(addr).await?;
-    let rss = RssSampler::start(child.pid);
-    let mut base = Vec::new();
-    for &connections in &args.connections {
-        let plan = Plan {
-            addr,
-            creds: unknown.clone(),
-            expect: Expect::Ok200,
-            connections,
-            warmup: args.warmup,
-            duration: args.duration,
-            rate: None,
-        };
-        base.push((connections, measure(child.pid, plan).await?));
-    }
-    let base_rss = rss.finish().await;
-    child.stop().await;
-    println!("baseline (bare axum handler, peak RSS {base_rss:.1} MB):");
-    for (connections, m) in &base {
-        line(&format!("closed loop, {connections} conns"), m, None);
-    }
-    let (base_conns, base_peak) = &base[peak_index(base.iter().map(|(_, m)| m.report.rate()))];
-    let base_rate = base_peak.report.rate();
-    println!(
-        "  peak: {base_rate:.0} req/s at {base_conns} connections: the baseline of every ratio below"
-    );
-
     for backend in &args.backends {
+        // Each backend's ratios are to a baseline measured just before its own runs: the
+        // host's speed drifts over minutes (docs/benchmarks.md, session 17), and a second
+        // backend's runs start minutes after the first one's.
+        let base_rate = baseline(&args, &unknown).await?;
         let target = prepare(backend, &args.postgres_url).await?;
         let result = run_backend(&target.url, backend, &args, &unknown, base_rate).await;
         cleanup(&target).await;
@@ -416,6 +426,17 @@ async fn run_backend(
         Some(base_rate),
     );
     open_commits.print(&open);
+    let (late, from_send) = (&open.report.late_us, &open.report.from_send_us);
+    println!(
+        "      where the latency went: sent after its scheduled time p50 {:.2} ms, p99 {:.2} ms, \
+         max {:.2} ms (tokio's millisecond timer, and the load generator waiting for a core); from the send \
+         to the whole answer p50 {:.2} ms, p99 {:.2} ms",
+        load::quantile_ms(late, 0.50),
+        load::quantile_ms(late, 0.99),
+        load::quantile_ms(late, 1.0),
+        load::quantile_ms(from_send, 0.50),
+        load::quantile_ms(from_send, 0.99),
+    );
     println!(
         "  hits: {answered} answered 200 (warm-up included), {recorded} valid-signature hits \
          recorded -> {}",
